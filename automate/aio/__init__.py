@@ -1,0 +1,1 @@
+"""The asyncio worker (`automate-aio-worker`). Never imports ``automate.models``."""
