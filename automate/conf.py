@@ -1,0 +1,133 @@
+"""Validated configuration: ``settings.DJANGO_AUTOMATE``.
+
+The whole dict is validated once, by a frozen pydantic model, and cached until Django sends
+``setting_changed`` (so ``override_settings`` works in tests). Every problem is raised as
+``ImproperlyConfigured`` naming the dotted key (``DJANGO_AUTOMATE.EXECUTION.timeout_seconds``), the bad
+value and what was expected. Later features add their keys here, in the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+from typing import Any, Literal
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["SETTINGS_NAME", "AutomateSettings", "get_settings", "validate_settings"]
+
+SETTINGS_NAME = "DJANGO_AUTOMATE"
+
+
+class _Section(BaseModel):
+    # strict: "60" is not an int and 1 is not a bool; a settings file should say what it means.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class ExecutionSettings(_Section):
+    timeout_seconds: int = Field(60, gt=0, le=86_400, description="Max duration of one step execution.")
+    max_retries: int = Field(3, ge=0, le=100, description="Default retry count for transient failures.")
+    batch_size: int = Field(10, ge=1, le=10_000, description="Jobs the worker claims at once.")
+    lease_seconds: int = Field(30, ge=1, le=86_400, description="How long a claim holds before recovery.")
+    poll_interval: float = Field(5.0, gt=0, le=3_600, description="Fallback poll when no NOTIFY arrives.")
+    shutdown_grace_seconds: float = Field(30.0, ge=0, le=3_600, description="Drain time on SIGTERM.")
+
+
+class PolicySettings(_Section):
+    allow_ssrf: bool = False
+    connector_allowlist: tuple[str, ...] = ("*",)
+    llm_budget_daily: float = Field(10.00, ge=0)
+
+    @field_validator("connector_allowlist", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+
+class SecretsSettings(_Section):
+    backend: str = Field("env", min_length=1)
+    prefix: str = "AUTOMATE_"
+    encryption_key: str | None = None
+    redact_keys: tuple[str, ...] = ()
+    redact_patterns: tuple[str, ...] = ()
+
+    @field_validator("redact_keys", "redact_patterns", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+
+class EventsSettings(_Section):
+    max_payload_bytes: int = Field(1_048_576, ge=1, description="Largest JSON-encoded event payload.")
+    notify: Literal["commit", "off"] = "commit"
+
+
+class AutomateSettings(_Section):
+    ENABLED: bool = True
+    WORKER_MODE: Literal["thread", "process", "synchronous"] = "thread"
+    LOGGING_SCHEMA: Literal["ecs", "simple"] = "ecs"
+    METRICS_EXPORT: bool = False
+    EXECUTION: ExecutionSettings = ExecutionSettings()
+    POLICY: PolicySettings = PolicySettings()
+    SECRETS: SecretsSettings = SecretsSettings()
+    EVENTS: EventsSettings = EventsSettings()
+
+
+def _known_keys(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
+    model: type[BaseModel] = AutomateSettings
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = field.annotation if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            break
+    return model
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join([SETTINGS_NAME, *map(str, loc)])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        known = _known_keys(parent)
+        hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
+        return f"{key}: unknown key.{did_you_mean} Known keys here: {', '.join(known)}."
+    value = error.get("input")
+    msg = str(error["msg"]).replace("a valid tuple", "a list").replace("Input should", "expected a value that should")
+    return f"{key}: got {value!r} ({type(value).__name__}); {msg}."
+
+
+def validate_settings(raw: Any) -> AutomateSettings:
+    """Validate a ``DJANGO_AUTOMATE`` dict; raise ``ImproperlyConfigured`` naming every bad key."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured(f"{SETTINGS_NAME} must be a dict, got {type(raw).__name__}.")
+    try:
+        return AutomateSettings.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_describe(dict(e)) for e in exc.errors()]
+        raise ImproperlyConfigured("; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> AutomateSettings:
+    """The validated settings, cached until ``DJANGO_AUTOMATE`` changes."""
+    return validate_settings(getattr(django_settings, SETTINGS_NAME, None))
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **_: Any) -> None:
+    if setting == SETTINGS_NAME:
+        get_settings.cache_clear()

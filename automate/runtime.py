@@ -1,0 +1,125 @@
+"""The public runtime API: ``emit_event`` / ``aemit_event`` (and, with the worker, ``run_workflow``)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import orjson
+from asgiref.sync import sync_to_async
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+
+from . import queries
+from .conf import get_settings
+from .core.errors import AutomateError
+from .notify import notify_on_commit
+from .tracing import current_trace_context
+
+__all__ = ["InvalidEventError", "aemit_event", "emit_event"]
+
+_TYPE_RE = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*")
+_MAX_TYPE_LEN = 200
+_MAX_SOURCE_LEN = 200
+_MAX_DEDUPE_LEN = 255
+
+
+class InvalidEventError(AutomateError, ValueError):
+    """An event was refused before anything was stored; the message names the argument."""
+
+
+def _encode_payload(payload: Any, limit: int) -> bytes:
+    if not isinstance(payload, dict):
+        raise InvalidEventError(f"payload must be a dict, got {type(payload).__name__}")
+    try:
+        data = orjson.dumps(payload)
+    except TypeError as exc:
+        raise InvalidEventError(f"payload is not JSON-serialisable: {exc}") from None
+    if len(data) > limit:
+        raise InvalidEventError(
+            f"payload is {len(data)} bytes encoded; the limit is {limit} "
+            "(DJANGO_AUTOMATE.EVENTS.max_payload_bytes)"
+        )
+    if b"\\u0000" in data:
+        raise InvalidEventError("payload contains a NUL character (\\u0000), which JSONB cannot store")
+    return data
+
+
+def _check_type(type: str) -> None:
+    if not isinstance(type, str) or not type:
+        raise InvalidEventError("type must be a non-empty dotted name such as 'order.created'")
+    if len(type) > _MAX_TYPE_LEN or not _TYPE_RE.fullmatch(type):
+        raise InvalidEventError(
+            f"type {type[:80]!r} is not a dotted name of letters, digits, '_' and '-' "
+            f"(at most {_MAX_TYPE_LEN} characters), such as 'order.created'"
+        )
+
+
+def _check_str(name: str, value: str | None, limit: int) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise InvalidEventError(f"{name} must be a non-empty string of at most {limit} characters")
+
+
+def emit_event(
+    type: str,
+    payload: dict[str, Any],
+    dedupe_key: str | None = None,
+    *,
+    source: str = "",
+    using: str = DEFAULT_DB_ALIAS,
+) -> str:
+    """Ingest an event into the outbox and return its id (a UUID string).
+
+    The Event and its OutboxJob are written in the caller's transaction: a rolled-back request emits
+    nothing. A repeated ``dedupe_key`` returns the first event's id and stores nothing new, also under
+    concurrency. The worker is woken by a NOTIFY sent after the commit (see ``automate.notify``).
+    """
+    settings = get_settings()
+    _check_type(type)
+    _check_str("dedupe_key", dedupe_key, _MAX_DEDUPE_LEN)
+    if source:
+        _check_str("source", source, _MAX_SOURCE_LEN)
+    data = _encode_payload(payload, settings.EVENTS.max_payload_bytes)
+    traceparent, tracestate = current_trace_context()
+    params = {
+        "id": uuid.uuid4(),
+        "type": type,
+        "payload": data.decode(),
+        "source": source,
+        "dedupe_key": dedupe_key,
+        "traceparent": traceparent,
+        "tracestate": tracestate,
+        "max_attempts": settings.EXECUTION.max_retries + 1,
+    }
+    conn = connections[using]
+    with transaction.atomic(using=using, savepoint=False), conn.cursor() as cursor:
+        cursor.execute(queries.EMIT_EVENT, params)
+        row = cursor.fetchone()
+        if row is None:  # dedupe_key seen before: nothing was written
+            cursor.execute(queries.EVENT_ID_BY_DEDUPE_KEY, {"dedupe_key": dedupe_key})
+            existing = cursor.fetchone()
+            if existing is None:  # pragma: no cover - the conflicting row was deleted in between
+                raise InvalidEventError(f"dedupe_key {dedupe_key!r} conflicts with an event being deleted")
+            return str(existing[0])
+        if settings.EVENTS.notify == "commit":
+            notify_on_commit(using)
+    return str(row[0])
+
+
+async def aemit_event(
+    type: str,
+    payload: dict[str, Any],
+    dedupe_key: str | None = None,
+    *,
+    source: str = "",
+    using: str = DEFAULT_DB_ALIAS,
+) -> str:
+    """``emit_event`` for async views: runs in Django's sync thread, never blocking the event loop.
+
+    The OpenTelemetry context is carried over because ``sync_to_async`` copies contextvars.
+    """
+    return await sync_to_async(emit_event, thread_sensitive=True)(
+        type, payload, dedupe_key, source=source, using=using
+    )

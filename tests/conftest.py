@@ -1,0 +1,36 @@
+"""Shared fixtures. The database is always a real PostgreSQL (see tests/settings.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from django.db import connection
+
+
+def conninfo() -> str:
+    """A libpq conninfo for the (test) database Django is connected to."""
+    s = connection.settings_dict
+    parts = {"dbname": s["NAME"], "user": s["USER"], "password": s["PASSWORD"], "host": s["HOST"]}
+    if s.get("PORT"):
+        parts["port"] = s["PORT"]
+    return psycopg.conninfo.make_conninfo(**{k: v for k, v in parts.items() if v})
+
+
+@pytest.fixture
+def pg_conninfo(transactional_db: None) -> str:
+    return conninfo()
+
+
+@pytest.fixture
+def listener(pg_conninfo: str) -> Iterator[psycopg.Connection]:
+    """A real LISTEN connection on the outbox channel."""
+    with psycopg.connect(pg_conninfo, autocommit=True) as conn:
+        conn.execute("LISTEN automate_outbox")
+        yield conn
+
+
+def drain_notifies(conn: psycopg.Connection, timeout: float = 0.3) -> list[psycopg.Notify]:
+    """Every notification that arrives within ``timeout`` seconds."""
+    return list(conn.notifies(timeout=timeout))
