@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
@@ -66,7 +67,7 @@ class _Coalescer:
 _coalescer = _Coalescer()
 
 
-def _hook_for(using: str):  # type: ignore[no-untyped-def]
+def _hook_for(using: str) -> Callable[[], None]:
     def _after_commit() -> None:
         _coalescer.commit_happened(using)
 
@@ -80,8 +81,8 @@ def notify_on_commit(using: str = DEFAULT_DB_ALIAS) -> None:
     if conn.in_atomic_block:
         # Django's on_commit list holds (savepoint ids, func, robust); one hook per transaction is enough.
         # A savepoint rollback drops the hook together with the rows it was for.
-        for _sids, func, _robust in conn.run_on_commit:
-            if getattr(func, "automate_notify", None) == using:
+        for entry in conn.run_on_commit:
+            if getattr(entry[1], "automate_notify", None) == using:
                 return
         transaction.on_commit(_hook_for(using), using=using)
     else:

@@ -83,7 +83,7 @@ def emit_event(
         _check_str("source", source, _MAX_SOURCE_LEN)
     data = _encode_payload(payload, settings.EVENTS.max_payload_bytes)
     traceparent, tracestate = current_trace_context()
-    params = {
+    params: dict[str, Any] = {
         "id": uuid.uuid4(),
         "type": type,
         "payload": data.decode(),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
-from django.db import connection
+from asgiref.sync import sync_to_async
+from django.db import connection, connections
 
 
 def conninfo() -> str:
@@ -34,3 +35,10 @@ def listener(pg_conninfo: str) -> Iterator[psycopg.Connection]:
 def drain_notifies(conn: psycopg.Connection, timeout: float = 0.3) -> list[psycopg.Notify]:
     """Every notification that arrives within ``timeout`` seconds."""
     return list(conn.notifies(timeout=timeout))
+
+
+@pytest.fixture
+async def async_db_cleanup() -> AsyncIterator[None]:
+    """Close the connections Django opened in its sync_to_async thread, so the test DB can be dropped."""
+    yield
+    await sync_to_async(connections.close_all)()

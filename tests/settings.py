@@ -6,7 +6,7 @@ from automate.embedded import django_database, embedded_url
 
 TEST_DATABASE_URL = os.environ.get("AUTOMATE_TEST_DATABASE_URL") or embedded_url(quiet=True)
 
-SECRET_KEY = "tests-only-not-secret"  # noqa: S105
+SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"

@@ -56,7 +56,7 @@ class ImmutableRecordError(AutomateError):
     """An UPDATE of an immutable or append-only record was attempted."""
 
 
-class RetryLater(AutomateError):  # noqa: N818 - it is a decision, not an error
+class RetryLater(AutomateError):  # a decision, not an error
     """A step asks to be retried after ``delay`` seconds (e.g. HTTP 429 with Retry-After)."""
 
     def __init__(self, delay: float | None = None, reason: str = "") -> None:

@@ -1,0 +1,58 @@
+"""The single entry point for checks: ``nox -s tests lint types imports migrations``.
+
+``pytest`` alone also works (see the README). Sessions use uv when it is installed, else virtualenv.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["tests", "lint", "types", "imports", "migrations"]
+nox.options.reuse_existing_virtualenvs = True
+
+DJANGO_FOR_PYTHON = {"3.11": "Django>=5.2,<5.3", "3.12": "Django>=6.0,<7"}
+
+
+@nox.session(python=False)
+def tests(session: nox.Session) -> None:
+    """The suite on the current interpreter (Django 5.2 on Python 3.11, as the README runs it)."""
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=list(DJANGO_FOR_PYTHON))
+def matrix(session: nox.Session) -> None:
+    """The suite in a fresh virtualenv per supported Django: 5.2 LTS on 3.11, 6.0 on 3.12."""
+    session.install("-e", ".[embedded,test]", DJANGO_FOR_PYTHON[str(session.python)])
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=False)
+def lint(session: nox.Session) -> None:
+    session.run("ruff", "check", "automate", "tests", "benchmarks", "example", "noxfile.py")
+
+
+@nox.session(python=False)
+def types(session: nox.Session) -> None:
+    session.run("mypy", "automate")
+
+
+@nox.session(python=False)
+def imports(session: nox.Session) -> None:
+    """Layering: automate.core imports no Django or psycopg; automate.aio never imports automate.models."""
+    session.run("lint-imports")
+
+
+@nox.session(python=False)
+def migrations(session: nox.Session) -> None:
+    session.run(
+        "python", "-m", "django", "makemigrations", "--check", "--dry-run",
+        "--settings", "tests.settings", "--pythonpath", ".",
+    )
+
+
+@nox.session(python=False)
+def bench(session: nox.Session) -> None:
+    """Every benchmark in benchmarks/ (figures are ratios against a baseline measured in the same run)."""
+    for script in ["bench_emit.py", "bench_rules.py", "bench_redaction.py", "bench_worker.py"]:
+        session.run("python", f"benchmarks/{script}", *session.posargs)

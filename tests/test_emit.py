@@ -1,0 +1,150 @@
+"""emit_event / aemit_event: transactions, validation, deduplication under concurrency, trace context."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from django.db import close_old_connections, transaction
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from automate.models import Event, OutboxJob
+from automate.runtime import InvalidEventError, aemit_event, emit_event
+
+
+@pytest.mark.django_db
+def test_emit_writes_event_and_job():
+    event_id = emit_event("order.created", {"order": {"id": 7}}, source="shop")
+    assert uuid.UUID(event_id)
+    ev = Event.objects.get(pk=event_id)
+    assert (ev.type, ev.payload, ev.source, ev.dedupe_key) == ("order.created", {"order": {"id": 7}}, "shop", None)
+    job = OutboxJob.objects.get(event_id=event_id)
+    assert (job.kind, job.status, job.attempts, job.max_attempts) == ("event", "PENDING", 0, 4)
+
+
+@pytest.mark.django_db
+def test_max_attempts_follows_max_retries(settings):
+    settings.DJANGO_AUTOMATE = {"EXECUTION": {"max_retries": 0}}
+    event_id = emit_event("a", {})
+    assert OutboxJob.objects.get(event_id=event_id).max_attempts == 1
+
+
+@pytest.mark.django_db
+def test_dedupe_key_returns_the_original_and_stores_nothing():
+    first = emit_event("order.paid", {"n": 1}, dedupe_key="pay-1")
+    again = emit_event("order.paid", {"n": 2}, dedupe_key="pay-1")
+    assert again == first
+    assert Event.objects.count() == 1 and OutboxJob.objects.count() == 1
+    assert Event.objects.get().payload == {"n": 1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dedupe_under_20_concurrent_emitters():
+    barrier = threading.Barrier(20)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait()
+            with transaction.atomic():
+                results.append(emit_event("order.paid", {"i": i}, dedupe_key="same-key"))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(results) == 20 and len(set(results)) == 1
+    assert Event.objects.filter(dedupe_key="same-key").count() == 1
+    assert OutboxJob.objects.count() == 1
+
+
+BAD = [
+    ("", {}, None, "type must be a non-empty"),
+    (".order", {}, None, "not a dotted name"),
+    ("order..created", {}, None, "not a dotted name"),
+    ("order created", {}, None, "not a dotted name"),
+    ("x" * 201, {}, None, "at most 200"),
+    (None, {}, None, "type must be"),
+    ("order.created", [1, 2], None, "payload must be a dict"),
+    ("order.created", {"when": object()}, None, "not JSON-serialisable"),
+    ("order.created", {"s": "a\x00b"}, None, "NUL character"),
+    ("order.created", {1: "int key"}, None, "not JSON-serialisable"),
+    ("order.created", {}, "", "dedupe_key must be a non-empty"),
+    ("order.created", {}, "k" * 256, "dedupe_key must be"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("type_", "payload", "dedupe_key", "message"), BAD)
+def test_bad_input_is_refused_and_stores_nothing(type_, payload, dedupe_key, message):
+    emit_event("ok.before", {"keep": True})
+    with pytest.raises(InvalidEventError, match=message):
+        emit_event(type_, payload, dedupe_key)
+    assert list(Event.objects.values_list("type", flat=True)) == ["ok.before"]
+    assert OutboxJob.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_invalid_event_error_is_a_value_error():
+    with pytest.raises(ValueError):
+        emit_event("", {})
+
+
+@pytest.mark.django_db
+def test_payload_size_limit_is_a_setting(settings):
+    settings.DJANGO_AUTOMATE = {"EVENTS": {"max_payload_bytes": 64}}
+    emit_event("a", {"s": "x" * 40})
+    with pytest.raises(InvalidEventError, match=r"EVENTS.max_payload_bytes"):
+        emit_event("a", {"s": "x" * 64})
+    assert Event.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_default_payload_limit_is_one_mib():
+    with pytest.raises(InvalidEventError, match="limit is 1048576"):
+        emit_event("a", {"s": "x" * (1024 * 1024)})
+
+
+@pytest.fixture(scope="module")
+def tracer():
+    provider = TracerProvider()
+    return provider.get_tracer("tests")
+
+
+@pytest.mark.django_db
+def test_trace_context_is_stored(tracer):
+    with tracer.start_as_current_span("request") as span:
+        event_id = emit_event("order.created", {})
+        expected_trace = format(span.get_span_context().trace_id, "032x")
+        expected_span = format(span.get_span_context().span_id, "016x")
+    ev = Event.objects.get(pk=event_id)
+    version, trace_id, span_id, flags = ev.traceparent.split("-")
+    assert (version, trace_id, span_id) == ("00", expected_trace, expected_span)
+    assert int(flags, 16) & 1  # sampled
+
+
+@pytest.mark.django_db
+def test_no_trace_context_outside_a_span():
+    assert trace.get_current_span().get_span_context().is_valid is False
+    ev = Event.objects.get(pk=emit_event("order.created", {}))
+    assert ev.traceparent == ""
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_aemit_event_from_async_code(tracer, async_db_cleanup):
+    with tracer.start_as_current_span("async-view") as span:
+        event_id = await aemit_event("order.created", {"async": True}, dedupe_key="async-1")
+        trace_hex = format(span.get_span_context().trace_id, "032x")
+    assert await aemit_event("order.created", {}, dedupe_key="async-1") == event_id
+    ev = await Event.objects.aget(pk=event_id)
+    assert ev.payload == {"async": True}
+    assert trace_hex in ev.traceparent
