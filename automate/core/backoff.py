@@ -78,9 +78,7 @@ def compute_delay(
     return min(max(delay, 0.0), policy.max_seconds)
 
 
-def retry_after_seconds(
-    header_value: str | bytes | None, now: datetime | float | None = None
-) -> float | None:
+def retry_after_seconds(header_value: str | bytes | None, now: datetime | float | None = None) -> float | None:
     """Parse an HTTP ``Retry-After`` value into seconds from ``now``, or ``None`` if absent or invalid.
 
     Both forms of RFC 9110 are accepted: delta-seconds (``"120"``) and an HTTP-date
