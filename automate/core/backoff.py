@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from automate.core.specs import BackoffPolicy
+from automate.core.specs import BackoffPolicy, parse_backoff_policy
 
 __all__ = ["Uniform", "compute_delay", "retry_after_seconds"]
 
@@ -36,7 +36,7 @@ def _policy(policy_or_params: BackoffPolicy | Mapping[str, Any] | None) -> Backo
         return BackoffPolicy()
     if isinstance(policy_or_params, BackoffPolicy):
         return policy_or_params
-    return BackoffPolicy.model_validate(policy_or_params)
+    return parse_backoff_policy(policy_or_params)
 
 
 def _ceiling(policy: BackoffPolicy, attempt: int) -> float:
@@ -64,8 +64,8 @@ def compute_delay(
     with ``"none"`` it is ``cap``. ``retry_after`` (seconds, e.g. from :func:`retry_after_seconds`) is a
     floor on the result; the result never exceeds ``max_seconds``.
 
-    ``policy_or_params`` is a :class:`BackoffPolicy`, a mapping of its fields (validated), or ``None``
-    for the defaults.
+    ``policy_or_params`` is a :class:`BackoffPolicy`, a mapping of its fields (validated; ``SpecError``
+    naming ``retry.<field>``), or ``None`` for the defaults.
     """
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         raise ValueError(f"attempt must be an integer >= 1, got {attempt!r}")

@@ -42,6 +42,7 @@ __all__ = [
     "StepsSpec",
     "TriggerSpec",
     "WorkflowSpec",
+    "parse_backoff_policy",
     "parse_steps",
     "parse_trigger_spec",
     "parse_workflow",
@@ -455,6 +456,14 @@ def _spec_error(exc: ValidationError, root: str) -> SpecError:
     error = SpecError("; ".join(f"{path}: {message}" for path, message in problems))
     error.problems = tuple(problems)  # type: ignore[attr-defined]  # for forms: (path, message) pairs
     return error
+
+
+def parse_backoff_policy(data: Any) -> BackoffPolicy:
+    """Validate a step's ``retry`` object on its own. ``SpecError`` paths start with ``retry``."""
+    try:
+        return BackoffPolicy.model_validate(data)
+    except ValidationError as exc:
+        raise _spec_error(exc, "retry") from None
 
 
 def parse_trigger_spec(data: Any) -> TriggerSpec:

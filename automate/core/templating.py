@@ -301,9 +301,9 @@ class _Renderer:
         out: list[str | _Secret] = []
         for part in parsed:
             if isinstance(part, _Path):
-                rendered = _to_text(self.copy(self.lookup(part, loc), loc, len(loc)))
-                self.charge(len(rendered), loc)
-                out.append(rendered)
+                found = self.lookup(part, loc)
+                # copy() charges the size and bounds the depth before json.dumps sees the value.
+                out.append(_to_text(self.copy(found, loc, len(loc))))
             elif isinstance(part, _Secret) and not self.with_secrets:
                 out.append(f"$secret:{part.name}")
             else:

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from automate.core.backoff import compute_delay, retry_after_seconds
+from automate.core.errors import SpecError
 from automate.core.specs import BackoffPolicy
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -54,10 +55,12 @@ def test_seeded_rng_is_deterministic_and_default_policy_is_used_for_none():
 
 def test_params_mapping_is_validated_like_a_policy():
     assert compute_delay({"kind": "fixed", "base_seconds": 3, "jitter": "none"}, 4) == 3.0
-    with pytest.raises(ValueError, match="base_seconds"):
+    with pytest.raises(SpecError, match=r"^retry\.base_seconds: Input should be greater than 0$"):
         compute_delay({"base_seconds": -1}, 1)
-    with pytest.raises(ValueError, match="max_seconds"):
+    with pytest.raises(SpecError, match=r"^retry\.max_seconds: must be >= base_seconds$"):
         compute_delay({"base_seconds": 10, "max_seconds": 5}, 1)
+    with pytest.raises(SpecError, match=r"^retry\.kind: Input should be 'exponential' or 'fixed'$"):
+        compute_delay({"kind": "linear"}, 1)
 
 
 @pytest.mark.parametrize("attempt", [0, -1, 1.5, True, "2"])
