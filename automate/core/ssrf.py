@@ -43,7 +43,7 @@ from automate.core.errors import UnsafeAddressError
 try:  # a dependency of httpx; the fallback keeps this module importable without it
     import idna as _idna
 except ImportError:  # pragma: no cover - exercised by monkeypatching in the tests
-    _idna = None
+    _idna = None  # type: ignore[assignment]
 
 __all__ = [
     "DEFAULT",
@@ -303,9 +303,7 @@ def _parse_allow_entry(entry: object) -> IPNetwork | str:
         try:
             return ip_network(text, strict=True)
         except ValueError as exc:
-            raise ValueError(
-                f"invalid SSRF allowlist entry {entry!r}: not a valid CIDR network ({exc})"
-            ) from None
+            raise ValueError(f"invalid SSRF allowlist entry {entry!r}: not a valid CIDR network ({exc})") from None
     wildcard = text.startswith("*.")
     name = text[2:] if wildcard else text
     if "*" in name:

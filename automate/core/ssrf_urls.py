@@ -50,9 +50,7 @@ _IPV4_PART = re.compile(r"0[xX](?P<hex>[0-9A-Fa-f]*)|0(?P<oct>[0-7]*)|(?P<dec>[1
 _IPV6_CHARS = re.compile(r"[0-9A-Fa-f:.]+", re.ASCII)
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
-_METADATA_NAMES = frozenset(
-    {"metadata.google.internal", "metadata", "instance-data", "instance-data.ec2.internal"}
-)
+_METADATA_NAMES = frozenset({"metadata.google.internal", "metadata", "instance-data", "instance-data.ec2.internal"})
 
 
 @dataclass(frozen=True, slots=True)
