@@ -1,0 +1,305 @@
+"""Closure builders for data access, control flow and comparison operators.
+
+Each builder takes an operator's raw arguments (with their JSON paths) and returns a closure of the
+data. Literal arguments are folded in: ``{"<": [{"var": "total"}, 100]}`` becomes one key lookup and
+one compare; anything off the fast path falls back to ``coerce``/``ops`` so semantics stay in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from automate.core.rules.coerce import less, less_equal, loose_eq, strict_eq, truthy
+from automate.core.rules.ops import MISSING, lookup, split_path
+
+if TYPE_CHECKING:
+    from automate.core.rules.compiler import CompileContext, Fn
+
+__all__ = ["BUILDERS"]
+
+Builder = Callable[[list[Any], list[str], str, "CompileContext"], "Fn"]
+_PRIMITIVES = (type(None), bool, int, float, str)
+
+
+def _is_literal(value: Any) -> bool:
+    return type(value) in _PRIMITIVES
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) is int or type(value) is float
+
+
+def _const(value: Any) -> Fn:
+    return lambda d: value
+
+
+# -- data --------------------------------------------------------------------------------------------
+
+
+def _b_var(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
+    if not args:
+        return lambda d: d
+    default_fn = ctx.compile(args[1], paths[1]) if len(args) > 1 else _const(None)
+    default = args[1] if len(args) > 1 else None
+    const_default = _is_literal(default)
+    if isinstance(args[0], dict | list | tuple):
+        path_fn = ctx.compile(args[0], paths[0])
+
+        def dynamic(d: Any) -> Any:
+            parts = split_path(path_fn(d))
+            if parts is None:
+                return d
+            found = lookup(d, parts)
+            return default_fn(d) if found is MISSING else found
+
+        return dynamic
+    parts = split_path(args[0])
+    if parts is None:
+        return lambda d: d
+    if len(parts) == 1 and const_default:
+        key = parts[0]
+
+        def one(d: Any) -> Any:
+            if type(d) is dict:
+                return d.get(key, default)
+            found = lookup(d, parts)
+            return default if found is MISSING else found
+
+        return one
+    if len(parts) == 2 and const_default:
+        k0, k1 = parts
+
+        def two(d: Any) -> Any:
+            if type(d) is dict:
+                inner = d.get(k0)
+                if type(inner) is dict:
+                    return inner.get(k1, default)
+            found = lookup(d, parts)
+            return default if found is MISSING else found
+
+        return two
+
+    def deep(d: Any) -> Any:
+        found = lookup(d, parts)
+        return default_fn(d) if found is MISSING else found
+
+    return deep
+
+
+# -- control -----------------------------------------------------------------------------------------
+
+
+def _b_if(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
+    fs = ctx.compile_all(args, paths)
+    if not fs:
+        return _const(None)
+    if len(fs) == 1:
+        return fs[0]
+    if len(fs) in (2, 3):
+        cond, then = fs[0], fs[1]
+        other = fs[2] if len(fs) == 3 else _const(None)
+
+        def ternary(d: Any) -> Any:
+            v = cond(d)
+            if v is True or (v is not False and truthy(v)):
+                return then(d)
+            return other(d)
+
+        return ternary
+    pairs = [(fs[i], fs[i + 1]) for i in range(0, len(fs) - 1, 2)]
+    last = fs[-1] if len(fs) % 2 else _const(None)
+
+    def chain(d: Any) -> Any:
+        for cond, then in pairs:
+            v = cond(d)
+            if v is True or (v is not False and truthy(v)):
+                return then(d)
+        return last(d)
+
+    return chain
+
+
+def _b_and(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
+    fs = ctx.compile_all(args, paths)
+    if len(fs) == 1:
+        return fs[0]
+    if len(fs) == 2:
+        f0, f1 = fs
+
+        def both(d: Any) -> Any:
+            v = f0(d)
+            if v is False or (v is not True and not truthy(v)):
+                return v
+            return f1(d)
+
+        return both
+
+    def every(d: Any) -> Any:
+        v = None
+        for f in fs:
+            v = f(d)
+            if v is False or (v is not True and not truthy(v)):
+                return v
+        return v
+
+    return every
+
+
+def _b_or(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
+    fs = ctx.compile_all(args, paths)
+    if len(fs) == 1:
+        return fs[0]
+    if len(fs) == 2:
+        f0, f1 = fs
+
+        def either(d: Any) -> Any:
+            v = f0(d)
+            if v is True or (v is not False and truthy(v)):
+                return v
+            return f1(d)
+
+        return either
+
+    def first(d: Any) -> Any:
+        v = None
+        for f in fs:
+            v = f(d)
+            if v is True or (v is not False and truthy(v)):
+                return v
+        return v
+
+    return first
+
+
+def _b_not(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
+    (f,) = ctx.compile_all(args, paths)
+    return lambda d: not truthy(f(d))
+
+
+def _b_truthy(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
+    (f,) = ctx.compile_all(args, paths)
+    return lambda d: truthy(f(d))
+
+
+# -- comparison --------------------------------------------------------------------------------------
+
+
+def _b_loose(negate: bool) -> Builder:
+    def build(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
+        a, b = args
+        if _is_literal(a) and not _is_literal(b):
+            a, b = b, a  # == is symmetric: keep the literal on the right
+            paths = paths[::-1]
+        fa = ctx.compile(a, paths[0])
+        if type(b) is str or _is_number(b):
+            kind = type(b)
+            if kind is str:
+
+                def eq(d: Any) -> bool:
+                    x = fa(d)
+                    return (x == b) if type(x) is str else loose_eq(x, b)
+
+            else:
+
+                def eq(d: Any) -> bool:
+                    x = fa(d)
+                    t = type(x)
+                    return (x == b) if (t is int or t is float) else loose_eq(x, b)
+
+        else:
+            fb = ctx.compile(b, paths[1])
+
+            def eq(d: Any) -> bool:
+                x, y = fa(d), fb(d)
+                t = type(x)
+                if t is type(y) and (t is str or t is int or t is float or t is bool):
+                    return x == y
+                return loose_eq(x, y)
+
+        if negate:
+            return lambda d: not eq(d)
+        return eq
+
+    return build
+
+
+def _b_strict(negate: bool) -> Builder:
+    def build(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
+        fa, fb = ctx.compile_all(args, paths)
+
+        def eq(d: Any) -> bool:
+            x, y = fa(d), fb(d)
+            t = type(x)
+            if t is type(y) and (t is str or t is int or t is float or t is bool):
+                return x == y
+            return strict_eq(x, y)
+
+        if negate:
+            return lambda d: not eq(d)
+        return eq
+
+    return build
+
+
+def _b_order(strict: bool, flip: bool) -> Builder:
+    """``<`` (strict) and ``<=``; with ``flip``, ``>`` and ``>=`` (``a > b`` is ``b < a``)."""
+    compare = less if strict else less_equal
+
+    def build(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
+        fs = ctx.compile_all(args, paths)
+        if len(fs) == 3:
+            f0, f1, f2 = fs
+            return lambda d: compare(f0(d), (m := f1(d))) and compare(m, f2(d))
+        lo_i, hi_i = (1, 0) if flip else (0, 1)
+        lo, hi, flo, fhi = args[lo_i], args[hi_i], fs[lo_i], fs[hi_i]
+        if _is_number(hi) and not _is_literal(lo):
+            if strict:
+
+                def lt_hi(d: Any) -> bool:
+                    x = flo(d)
+                    return (x < hi) if type(x) in (int, float) else less(x, hi)
+
+                return lt_hi
+
+            def le_hi(d: Any) -> bool:
+                x = flo(d)
+                return (x <= hi) if type(x) in (int, float) else less_equal(x, hi)
+
+            return le_hi
+        if _is_number(lo) and not _is_literal(hi):
+            if strict:
+
+                def lt_lo(d: Any) -> bool:
+                    x = fhi(d)
+                    return (lo < x) if type(x) in (int, float) else less(lo, x)
+
+                return lt_lo
+
+            def le_lo(d: Any) -> bool:
+                x = fhi(d)
+                return (lo <= x) if type(x) in (int, float) else less_equal(lo, x)
+
+            return le_lo
+        return lambda d: compare(flo(d), fhi(d))
+
+    return build
+
+
+BUILDERS: dict[str, Builder] = {
+    "var": _b_var,
+    "if": _b_if,
+    "?:": _b_if,
+    "and": _b_and,
+    "or": _b_or,
+    "!": _b_not,
+    "!!": _b_truthy,
+    "==": _b_loose(negate=False),
+    "!=": _b_loose(negate=True),
+    "===": _b_strict(negate=False),
+    "!==": _b_strict(negate=True),
+    "<": _b_order(strict=True, flip=False),
+    "<=": _b_order(strict=False, flip=False),
+    ">": _b_order(strict=True, flip=True),
+    ">=": _b_order(strict=False, flip=True),
+}
