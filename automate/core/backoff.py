@@ -53,7 +53,7 @@ def _ceiling(policy: BackoffPolicy, attempt: int) -> float:
 def compute_delay(
     policy_or_params: BackoffPolicy | Mapping[str, Any] | None,
     attempt: int,
-    rng: Uniform = random,  # type: ignore[assignment]  # the module satisfies the protocol
+    rng: Uniform = random,
     *,
     retry_after: float | None = None,
 ) -> float:

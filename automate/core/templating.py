@@ -215,7 +215,8 @@ def _rule_vars(rule: Any, depth: int) -> Iterator[str]:
                 yield str(name)
             return
         if op in _SCOPED_OPS and isinstance(args, list | tuple):
-            scoped = args[:1] + args[2:] if op == "reduce" else args[:1]
+            # The first argument (and reduce's initial value) reads the context; the rest reads items.
+            scoped = [*args[:1], *args[2:]] if op == "reduce" else [*args[:1]]
             yield from _rule_vars(scoped, depth + 1)
             return
         yield from _rule_vars(args, depth + 1)
