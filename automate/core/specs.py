@@ -278,7 +278,7 @@ class StepsSpec(RootModel[tuple[StepSpec, ...]]):
         _raise_on_cycle(steps, index_of)
         self._levels, self._ancestors = _layers(steps)
         for index, step in enumerate(steps):
-            _check_references(index, step, self._ancestors[step.id])
+            _check_references(index, step, self._ancestors[step.id], index_of)
         return self
 
     def __iter__(self) -> Iterator[StepSpec]:  # type: ignore[override]  # iterate steps, not fields
@@ -377,7 +377,7 @@ def _layers(
     return levels, ancestors
 
 
-def _check_references(index: int, step: StepSpec, ancestors: frozenset[str]) -> None:
+def _check_references(index: int, step: StepSpec, ancestors: frozenset[str], known: Mapping[str, int]) -> None:
     """Templates well formed, ``$expr`` rules valid, ``steps.X`` only for X this step depends on."""
     sources: list[tuple[str, Any]] = [("config", step.config)]
     if step.when is not None:
@@ -397,10 +397,12 @@ def _check_references(index: int, step: StepSpec, ancestors: frozenset[str]) -> 
                 except RuleError as exc:
                     raise _rule_problem(exc, where) from None
             elif ref.kind == "path":
-                _check_step_path(ref.value, step, ancestors, where)
+                _check_step_path(ref.value, step, ancestors, known, where)
 
 
-def _check_step_path(path: str, step: StepSpec, ancestors: frozenset[str], where: str) -> None:
+def _check_step_path(
+    path: str, step: StepSpec, ancestors: frozenset[str], known: Mapping[str, int], where: str
+) -> None:
     segments = path.split(".")
     if segments[0] != "steps":
         return
@@ -409,6 +411,8 @@ def _check_step_path(path: str, step: StepSpec, ancestors: frozenset[str], where
     target = segments[1]
     if target == step.id:
         raise _Problem(where, f"template path {path!r} refers to this step's own output")
+    if target not in known:
+        raise _Problem(where, f"template path {path!r} refers to unknown step {target!r}")
     if target not in ancestors:
         raise _Problem(
             where,

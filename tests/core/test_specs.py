@@ -339,6 +339,10 @@ def test_step_references_in_expr_and_when_are_checked_too():
     assert message.startswith("steps[1].when: template path 'steps.fetch.output.ok' refers to step 'fetch'")
     message = steps_error([step("send", config={"x": "{{ steps.send.output }}"})])
     assert message == "steps[0].config.x: template path 'steps.send.output' refers to this step's own output"
+    message = steps_error(
+        [step("fetch"), step("send", config={"x": "{{ steps.fetchh.output }}"}, depends_on=["fetch"])]
+    )
+    assert message == "steps[1].config.x: template path 'steps.fetchh.output' refers to unknown step 'fetchh'"
     message = steps_error([step("send", config={"x": "{{ steps }}"})])
     assert message.startswith("steps[0].config.x: template path 'steps' must name a step")
 
