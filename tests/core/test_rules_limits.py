@@ -1,0 +1,208 @@
+"""Limits against abusive rules: depth, size, iteration work, built output, deep data."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from automate.core.rules import DEFAULT_LIMITS, Limits, compile_rule
+from automate.rules import RuleLimitError, apply, evaluate, explain, explain_text, validate
+
+
+def nested_not(depth: int) -> Any:
+    rule: Any = True
+    for _ in range(depth - 1):
+        rule = {"!": [rule]}
+    return rule
+
+
+def nested_lists(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+# -- static limits ------------------------------------------------------------------------------------
+
+
+def test_default_limits() -> None:
+    assert (DEFAULT_LIMITS.max_depth, DEFAULT_LIMITS.max_nodes) == (64, 10_000)
+    assert DEFAULT_LIMITS.max_iterations == 1_000_000
+
+
+def test_depth_at_the_limit_is_fine() -> None:
+    assert apply(nested_not(64)) is (63 % 2 == 0)
+
+
+def test_depth_over_the_limit() -> None:
+    with pytest.raises(RuleLimitError) as excinfo:
+        validate(nested_not(65))
+    assert "deeper than 64" in excinfo.value.reason
+    assert excinfo.value.path.startswith("$.![0].![0]")
+
+
+@pytest.mark.parametrize("entry", [validate, lambda r: apply(r, {}), lambda r: explain(r, {}), compile_rule])
+def test_absurd_depth_is_a_limit_error_not_recursion_error(entry: Any) -> None:
+    with pytest.raises(RuleLimitError):
+        entry(nested_not(200_000))
+
+
+def test_deep_literal_arrays_count_as_depth() -> None:
+    with pytest.raises(RuleLimitError):
+        validate({"merge": [nested_lists(100)]})
+
+
+def test_node_count() -> None:
+    validate({"cat": ["x"] * 9_998})  # 9_999 nodes with the operator
+    with pytest.raises(RuleLimitError) as excinfo:
+        validate({"cat": ["x"] * 10_000})
+    assert "more than 10000 nodes" in str(excinfo.value)
+
+
+def test_custom_static_limits() -> None:
+    tight = Limits(max_depth=3, max_nodes=5)
+    validate({"!": [{"!": [True]}]}, limits=tight)
+    with pytest.raises(RuleLimitError):
+        validate({"!": [{"!": [{"!": [True]}]}]}, limits=tight)
+    with pytest.raises(RuleLimitError):
+        apply({"cat": [1, 2, 3, 4, 5]}, {}, limits=tight)
+    assert apply({"cat": [1, 2, 3, 4, 5]}, {}) == "12345"  # the default limits still allow it
+
+
+# -- iteration budget ---------------------------------------------------------------------------------
+
+
+def test_a_huge_array_is_refused_before_walking_it() -> None:
+    started = time.perf_counter()
+    with pytest.raises(RuleLimitError) as excinfo:
+        apply({"map": [{"var": "xs"}, {"+": [{"var": ""}, 1]}]}, {"xs": [0] * 1_000_001})
+    assert time.perf_counter() - started < 0.5
+    assert "iteration budget of 1000000" in excinfo.value.reason
+    assert excinfo.value.path == "$.map"
+
+
+def test_nested_iteration_is_charged_in_total() -> None:
+    limits = Limits(max_iterations=1_000)
+    rule = {"map": [{"var": "rows"}, {"reduce": [{"var": ""}, {"+": [{"var": "accumulator"}, 1]}, 0]}]}
+    assert apply(rule, {"rows": [[1] * 30] * 30}, limits=limits) == [30] * 30  # 30 + 900 visits
+    with pytest.raises(RuleLimitError) as excinfo:
+        apply(rule, {"rows": [[1] * 40] * 40}, limits=limits)  # 40 + 1600
+    assert excinfo.value.path == "$.map[1].reduce"
+
+
+@pytest.mark.parametrize("op", ["map", "filter", "all", "some", "none", "reduce"])
+def test_every_iteration_operator_is_charged(op: str) -> None:
+    limits = Limits(max_iterations=10)
+    rule = {op: [{"var": "xs"}, True]}
+    apply(rule, {"xs": [1] * 10}, limits=limits)
+    with pytest.raises(RuleLimitError):
+        apply(rule, {"xs": [1] * 11}, limits=limits)
+
+
+def test_missing_and_in_scans_are_charged() -> None:
+    limits = Limits(max_iterations=10)
+    with pytest.raises(RuleLimitError):
+        apply({"missing": {"var": "keys"}}, {"keys": ["k"] * 11}, limits=limits)
+    with pytest.raises(RuleLimitError):
+        apply({"in": [1, {"var": "xs"}]}, {"xs": [0] * 11}, limits=limits)
+    assert apply({"in": [1, {"var": "xs"}]}, {"xs": [0] * 9 + [1]}, limits=limits) is True
+
+
+def test_budget_is_per_evaluation() -> None:
+    limits = Limits(max_iterations=100)
+    compiled = compile_rule({"filter": [{"var": "xs"}, True]}, limits=limits)
+    for _ in range(10):  # 60 visits each: would exceed 100 if the budget carried over
+        assert len(compiled({"xs": [1] * 60})) == 60
+
+
+def test_sibling_iterations_share_the_budget() -> None:
+    limits = Limits(max_iterations=100)
+    rule = {"and": [{"all": [{"var": "xs"}, True]}, {"all": [{"var": "xs"}, True]}]}
+    assert evaluate(rule, {"xs": [1] * 50}, limits=limits) is True
+    with pytest.raises(RuleLimitError):
+        evaluate(rule, {"xs": [1] * 51}, limits=limits)
+
+
+def test_explain_respects_the_budget() -> None:
+    with pytest.raises(RuleLimitError):
+        explain({"map": [{"var": "xs"}, 1]}, {"xs": [0] * 20}, limits=Limits(max_iterations=10))
+
+
+def test_budgets_are_isolated_between_threads() -> None:
+    limits = Limits(max_iterations=1_000)
+    compiled = compile_rule({"filter": [{"var": "xs"}, {"!!": {"var": ""}}]}, limits=limits)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(200):
+                assert len(compiled({"xs": [1] * 900})) == 900
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+# -- output size --------------------------------------------------------------------------------------
+
+
+def test_doubling_strings_stop_at_the_value_size_limit() -> None:
+    rule = {"reduce": [{"var": "xs"}, {"cat": [{"var": "accumulator"}, {"var": "accumulator"}]}, "ab"]}
+    assert len(apply(rule, {"xs": list(range(10))})) == 2 * 2**10
+    started = time.perf_counter()
+    with pytest.raises(RuleLimitError) as excinfo:
+        apply(rule, {"xs": list(range(64))})
+    assert time.perf_counter() - started < 1
+    assert "'cat' built a value of size" in excinfo.value.reason
+
+
+def test_doubling_arrays_stop_at_the_value_size_limit() -> None:
+    rule = {"reduce": [{"var": "xs"}, {"merge": [{"var": "accumulator"}, {"var": "accumulator"}]}, [1]]}
+    with pytest.raises(RuleLimitError) as excinfo:
+        apply(rule, {"xs": list(range(64))})
+    assert "'merge'" in excinfo.value.reason
+
+
+def test_slowly_growing_strings_hit_the_total_output_budget() -> None:
+    rule = {"reduce": [{"var": "xs"}, {"cat": [{"var": "accumulator"}, "xxxxxxxxxx"]}, ""]}
+    limits = Limits(max_output=100_000)
+    assert len(apply(rule, {"xs": [0] * 100}, limits=limits)) == 1000  # 50_500 characters built
+    with pytest.raises(RuleLimitError) as excinfo:
+        apply(rule, {"xs": [0] * 200}, limits=limits)  # 201_000 characters built
+    assert "output budget" in excinfo.value.reason
+
+
+# -- deep data ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"cat": [{"var": "deep"}]},
+        {"==": [{"var": "deep"}, {"var": "deep2"}]},
+        {"===": [{"var": "deep"}, {"var": "deep2"}]},
+        {"<": [{"var": "deep"}, 1]},
+        {"in": [{"var": "deep"}, [{"var": "deep2"}]]},
+    ],
+)
+def test_deeply_nested_data_is_a_limit_error(rule: Any) -> None:
+    data = {"deep": nested_lists(50_000), "deep2": nested_lists(50_000)}
+    with pytest.raises(RuleLimitError):
+        apply(rule, data)
+    with pytest.raises(RuleLimitError):
+        explain_text(rule, data)
+
+
+def test_moderately_nested_data_is_fine() -> None:
+    data = {"a": nested_lists(150), "b": nested_lists(150)}
+    assert apply({"===": [{"var": "a"}, {"var": "b"}]}, data) is True
+    assert apply({"cat": [{"var": "a"}]}, data) == "1"
