@@ -302,7 +302,8 @@ def test_iteration_over_non_arrays() -> None:
 
 def test_nested_iteration_sees_only_the_element() -> None:
     data = {"orders": [{"lines": [1, 2]}, {"lines": [5]}], "limit": 3}
-    rule = {"map": [{"var": "orders"}, {"reduce": [{"var": "lines"}, {"+": [{"var": "current"}, {"var": "accumulator"}]}, 0]}]}
+    total = {"reduce": [{"var": "lines"}, {"+": [{"var": "current"}, {"var": "accumulator"}]}, 0]}
+    rule = {"map": [{"var": "orders"}, total]}
     assert apply(rule, data) == [3, 5]
     # the outer data is not visible inside the scope
     assert apply({"map": [{"var": "orders"}, {"var": "limit"}]}, data) == [None, None]

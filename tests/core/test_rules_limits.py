@@ -141,7 +141,7 @@ def test_budgets_are_isolated_between_threads() -> None:
         try:
             for _ in range(200):
                 assert len(compiled({"xs": [1] * 900})) == 900
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
