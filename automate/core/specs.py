@@ -108,7 +108,7 @@ def _json_value(value: Any, loc: tuple[str | int, ...], depth: int) -> Any:
         return out
     if isinstance(value, list | tuple):
         return [_json_value(item, (*loc, index), depth + 1) for index, item in enumerate(value)]
-    raise _Problem(_sub(*loc), f"a {type(value).__name__} is not a JSON value")
+    raise _Problem(_sub(*loc), f"value of type {type(value).__name__} is not a JSON value")
 
 
 class _Frozen(BaseModel):

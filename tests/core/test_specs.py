@@ -160,9 +160,9 @@ def test_steps_must_be_a_non_empty_bounded_list(data, expected):
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
-        ({"url": {1, 2}}, "steps[0].config.url: a set is not a JSON value"),
-        ({"h": {"X-Api-Key": object()}}, "steps[0].config.h.X-Api-Key: a object is not a JSON value"),
-        ({"list": [1, b"raw"]}, "steps[0].config.list[1]: a bytes is not a JSON value"),
+        ({"url": {1, 2}}, "steps[0].config.url: value of type set is not a JSON value"),
+        ({"h": {"X-Api-Key": object()}}, "steps[0].config.h.X-Api-Key: value of type object is not a JSON value"),
+        ({"list": [1, b"raw"]}, "steps[0].config.list[1]: value of type bytes is not a JSON value"),
         ({"n": float("inf")}, "steps[0].config.n: numbers must be finite"),
         ({"a b": {1: "x"}}, 'steps[0].config["a b"]: object keys must be strings, not int'),
     ],
@@ -175,7 +175,7 @@ def test_config_errors_never_echo_values():
     secret = "sk-live-0123456789abcdef"
     config = {"headers": {"Authorization": f"Bearer {secret}"}, "bad": {secret}}
     message = steps_error([step("a", config=config)])
-    assert message.startswith("steps[0].config.bad: a set is not a JSON value")
+    assert message.startswith("steps[0].config.bad: value of type set is not a JSON value")
     assert secret not in message
     message = steps_error([step("a", config={"text": f"{secret} {{{{ oops"})])
     assert message.startswith("steps[0].config.text: unclosed '{{'")
@@ -289,7 +289,8 @@ def test_when_rule_is_validated_and_its_error_path_mapped():
 
 
 def test_when_rule_must_be_json():
-    assert steps_error([step("a", when={"==": [1, {2}]})]).startswith("steps[0].when.==[1]: a set is not a JSON")
+    message = steps_error([step("a", when={"==": [1, {2}]})])
+    assert message == "steps[0].when.==[1]: value of type set is not a JSON value"
 
 
 def test_when_null_means_always():
