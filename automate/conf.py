@@ -35,14 +35,19 @@ class ExecutionSettings(_Section):
     lease_seconds: int = Field(30, ge=1, le=86_400, description="How long a claim holds before recovery.")
     poll_interval: float = Field(5.0, gt=0, le=3_600, description="Fallback poll when no NOTIFY arrives.")
     shutdown_grace_seconds: float = Field(30.0, ge=0, le=3_600, description="Drain time on SIGTERM.")
+    park_after_seconds: float = Field(
+        10.0, ge=0, le=86_400, description="Retry waits longer than this are parked in the database."
+    )
+    sync_threads: int = Field(32, ge=1, le=1_024, description="Threads for sync user code (python steps).")
 
 
 class PolicySettings(_Section):
     allow_ssrf: bool = False
     connector_allowlist: tuple[str, ...] = ("*",)
     llm_budget_daily: float = Field(10.00, ge=0)
+    python_allowlist: tuple[str, ...] = ()
 
-    @field_validator("connector_allowlist", mode="before")
+    @field_validator("connector_allowlist", "python_allowlist", mode="before")
     @classmethod
     def _list_to_tuple(cls, value: Any) -> Any:
         return tuple(value) if isinstance(value, list) else value

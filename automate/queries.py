@@ -28,3 +28,173 @@ RETURNING event_id
 """
 
 EVENT_ID_BY_DEDUPE_KEY = "SELECT id FROM automate_event WHERE dedupe_key = %(dedupe_key)s"
+
+# ---------------------------------------------------------------------------------------------------
+# Workflows (Django side and worker)
+
+WORKFLOWS_CHANNEL = "automate_workflows"
+NOTIFY_WORKFLOWS = "NOTIFY automate_workflows"
+
+# The current (highest-numbered) version of every enabled workflow.
+LIVE_VERSIONS = """
+SELECT DISTINCT ON (v.workflow_id) v.id, w.slug, v.version_num, v.trigger_spec, v.steps
+FROM automate_workflow_version v
+JOIN automate_workflow w ON w.id = v.workflow_id
+WHERE w.enabled
+ORDER BY v.workflow_id, v.version_num DESC
+"""
+
+VERSION_BY_ID = """
+SELECT v.id, w.slug, v.version_num, v.trigger_spec, v.steps
+FROM automate_workflow_version v JOIN automate_workflow w ON w.id = v.workflow_id
+WHERE v.id = %(id)s
+"""
+
+# run_workflow(): the event, the run and its job in one statement (the caller's transaction).
+START_RUN = """
+WITH ev AS (
+    INSERT INTO automate_event (id, type, payload, source, traceparent, tracestate, created_at)
+    VALUES (%(event_id)s, %(type)s, %(payload)s::jsonb, %(source)s, %(traceparent)s, %(tracestate)s, now())
+    RETURNING id
+), run AS (
+    INSERT INTO automate_execution_run (id, workflow_version_id, event_id, status, trace_id, outputs, error,
+                                        created_at)
+    SELECT %(run_id)s, %(version_id)s, ev.id, 'PENDING', '', '{}'::jsonb, '', now() FROM ev
+    RETURNING id, event_id
+)
+INSERT INTO automate_outbox_job (kind, status, priority, event_id, run_id, available_at, attempts, max_attempts)
+SELECT 'run', 'PENDING', 0, run.event_id, run.id, now(), 0, %(max_attempts)s FROM run
+RETURNING run_id
+"""
+
+# ---------------------------------------------------------------------------------------------------
+# Worker: claims, leases, recovery. Every completion or failure write is fenced by worker id and status,
+# so a worker whose lease was taken over cannot overwrite the new owner's result.
+
+# `id = ANY(ARRAY(SELECT ...))` makes the planner use primary-key lookups; `id IN (SELECT ... LIMIT n)`
+# was seen scanning the whole job table.
+CLAIM_JOBS = """
+WITH claimed AS (
+    UPDATE automate_outbox_job j
+    SET status = 'CLAIMED', worker_id = %(worker_id)s, attempts = j.attempts + 1,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+    WHERE j.id = ANY(ARRAY(
+        SELECT id FROM automate_outbox_job
+        WHERE status = 'PENDING' AND available_at <= now()
+        ORDER BY priority DESC, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ))
+    RETURNING j.id, j.kind, j.event_id, j.run_id, j.attempts, j.max_attempts, j.payload
+)
+SELECT c.id, c.kind, c.event_id, c.run_id, c.attempts, c.max_attempts, c.payload,
+       e.type, e.payload, e.source, e.traceparent, e.tracestate
+FROM claimed c LEFT JOIN automate_event e ON e.id = c.event_id
+"""
+
+EXTEND_LEASES = """
+UPDATE automate_outbox_job
+SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+WHERE id = ANY(%(ids)s) AND worker_id = %(worker_id)s AND status = 'CLAIMED'
+RETURNING id
+"""
+
+# Jobs whose lease expired (their worker died or stalled) become claimable again, or dead letters when
+# they have used all their attempts.
+RECOVER_EXPIRED = """
+UPDATE automate_outbox_job
+SET status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
+    last_error = 'lease expired on worker ' || coalesce(worker_id, '?')
+                 || CASE WHEN attempts >= max_attempts THEN ' (no attempts left)' ELSE '' END,
+    finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+    worker_id = NULL, lease_expires_at = NULL
+WHERE status = 'CLAIMED' AND lease_expires_at < now()
+RETURNING id, status
+"""
+
+# Give jobs back for immediate re-claim (graceful shutdown): the claim did not fail, so it is not counted.
+RELEASE_JOBS = """
+UPDATE automate_outbox_job
+SET status = 'PENDING', worker_id = NULL, lease_expires_at = NULL, available_at = now(),
+    attempts = greatest(attempts - 1, 0)
+WHERE id = ANY(%(ids)s) AND worker_id = %(worker_id)s AND status = 'CLAIMED'
+"""
+
+OUTBOX_HAS_WORK = """
+SELECT EXISTS (
+    SELECT 1 FROM automate_outbox_job
+    WHERE status = 'PENDING' OR (status = 'CLAIMED' AND lease_expires_at < now())
+)
+"""
+
+# ---------------------------------------------------------------------------------------------------
+# Worker: durable progress, written by the recorder in one transaction per flush (group commit).
+
+LOCK_OWNED_JOBS = """
+SELECT id FROM automate_outbox_job
+WHERE id = ANY(%(ids)s) AND worker_id = %(worker_id)s AND status = 'CLAIMED'
+ORDER BY id
+FOR UPDATE
+"""
+
+UPSERT_RUNS = """
+INSERT INTO automate_execution_run (id, workflow_version_id, event_id, status, trace_id, outputs, error,
+                                    created_at, started_at, finished_at)
+SELECT t.id, t.version_id, t.event_id, t.status, t.trace_id, t.outputs, t.error, now(), t.started_at,
+       t.finished_at
+FROM unnest(%(id)s::uuid[], %(version_id)s::bigint[], %(event_id)s::uuid[], %(status)s::text[],
+            %(trace_id)s::text[], %(outputs)s::jsonb[], %(error)s::text[], %(started_at)s::timestamptz[],
+            %(finished_at)s::timestamptz[])
+     AS t(id, version_id, event_id, status, trace_id, outputs, error, started_at, finished_at)
+ON CONFLICT (id) DO UPDATE
+SET status = EXCLUDED.status, trace_id = EXCLUDED.trace_id, outputs = EXCLUDED.outputs,
+    error = EXCLUDED.error, started_at = coalesce(automate_execution_run.started_at, EXCLUDED.started_at),
+    finished_at = EXCLUDED.finished_at
+"""
+
+UPSERT_STEPS = """
+INSERT INTO automate_step_run (run_id, step_id, attempt, status, started_at, finished_at, output, error)
+SELECT * FROM unnest(%(run_id)s::uuid[], %(step_id)s::text[], %(attempt)s::int[], %(status)s::text[],
+                     %(started_at)s::timestamptz[], %(finished_at)s::timestamptz[], %(output)s::jsonb[],
+                     %(error)s::text[])
+ON CONFLICT (run_id, step_id, attempt) DO UPDATE
+SET status = EXCLUDED.status, finished_at = EXCLUDED.finished_at, output = EXCLUDED.output,
+    error = EXCLUDED.error
+"""
+
+FINISH_JOBS = """
+UPDATE automate_outbox_job j
+SET status = t.status, last_error = t.error, finished_at = now(), lease_expires_at = NULL
+FROM unnest(%(id)s::bigint[], %(status)s::text[], %(error)s::text[]) AS t(id, status, error)
+WHERE j.id = t.id AND j.worker_id = %(worker_id)s AND j.status = 'CLAIMED'
+"""
+
+# A long retry wait is parked in the database: the job is given back with a later available_at, which
+# frees the worker's slot. The claim is not counted against max_attempts; `parked` marks that the next
+# claim must load the runs' durable progress.
+PARK_JOBS = """
+UPDATE automate_outbox_job j
+SET status = 'PENDING', worker_id = NULL, lease_expires_at = NULL, last_error = t.error,
+    available_at = now() + make_interval(secs => t.delay), attempts = greatest(j.attempts - 1, 0),
+    payload = jsonb_set(coalesce(j.payload, '{}'::jsonb), '{parked}',
+                        to_jsonb(coalesce((j.payload ->> 'parked')::int, 0) + 1))
+FROM unnest(%(id)s::bigint[], %(delay)s::float8[], %(error)s::text[]) AS t(id, delay, error)
+WHERE j.id = t.id AND j.worker_id = %(worker_id)s AND j.status = 'CLAIMED'
+"""
+
+# Resuming: the runs already recorded for these events and the steps they completed.
+RUNS_FOR_EVENTS = """
+SELECT id, event_id, workflow_version_id, status, trace_id FROM automate_execution_run
+WHERE event_id = ANY(%(event_ids)s)
+"""
+
+RUNS_BY_ID = """
+SELECT id, event_id, workflow_version_id, status, trace_id FROM automate_execution_run
+WHERE id = ANY(%(ids)s)
+"""
+
+STEP_PROGRESS = """
+SELECT run_id, step_id, attempt, status, output FROM automate_step_run
+WHERE run_id = ANY(%(run_ids)s)
+ORDER BY run_id, step_id, attempt
+"""

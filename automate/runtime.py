@@ -16,7 +16,14 @@ from .core.errors import AutomateError
 from .notify import notify_on_commit
 from .tracing import current_trace_context
 
-__all__ = ["InvalidEventError", "aemit_event", "emit_event"]
+__all__ = [
+    "InvalidEventError",
+    "WorkflowNotFound",
+    "aemit_event",
+    "arun_workflow",
+    "emit_event",
+    "run_workflow",
+]
 
 _TYPE_RE = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*")
 _MAX_TYPE_LEN = 200
@@ -26,6 +33,10 @@ _MAX_DEDUPE_LEN = 255
 
 class InvalidEventError(AutomateError, ValueError):
     """An event was refused before anything was stored; the message names the argument."""
+
+
+class WorkflowNotFound(AutomateError, LookupError):
+    """``run_workflow`` named a workflow that does not exist, is disabled, or has no version."""
 
 
 def _encode_payload(payload: Any, limit: int) -> bytes:
@@ -123,3 +134,48 @@ async def aemit_event(
     return await sync_to_async(emit_event, thread_sensitive=True)(
         type, payload, dedupe_key, source=source, using=using
     )
+
+
+def run_workflow(workflow_slug: str, payload: dict[str, Any], *, using: str = DEFAULT_DB_ALIAS) -> str:
+    """Start a run of the workflow's current version, bypassing the rules; return the ExecutionRun id.
+
+    The run's input is recorded as an event of type ``automate.run_workflow`` (source
+    ``run_workflow:<slug>``), so the run has the same context (``event.payload``) as a matched one.
+    """
+    from .models import Workflow, WorkflowVersion
+
+    settings = get_settings()
+    data = _encode_payload(payload, settings.EVENTS.max_payload_bytes)
+    workflow = Workflow.objects.using(using).filter(slug=workflow_slug).first()
+    if workflow is None:
+        raise WorkflowNotFound(f"no workflow with slug {workflow_slug!r}")
+    if not workflow.enabled:
+        raise WorkflowNotFound(f"workflow {workflow_slug!r} is disabled")
+    version = (
+        WorkflowVersion.objects.using(using).filter(workflow=workflow).order_by("-version_num").only("id").first()
+    )
+    if version is None:
+        raise WorkflowNotFound(f"workflow {workflow_slug!r} has no version yet")
+    traceparent, tracestate = current_trace_context()
+    params = {
+        "event_id": uuid.uuid4(),
+        "run_id": uuid.uuid4(),
+        "version_id": version.pk,
+        "type": "automate.run_workflow",
+        "payload": data.decode(),
+        "source": f"run_workflow:{workflow_slug}"[:_MAX_SOURCE_LEN],
+        "traceparent": traceparent,
+        "tracestate": tracestate,
+        "max_attempts": settings.EXECUTION.max_retries + 1,
+    }
+    with transaction.atomic(using=using, savepoint=False), connections[using].cursor() as cursor:
+        cursor.execute(queries.START_RUN, params)
+        row = cursor.fetchone()
+        if settings.EVENTS.notify == "commit":
+            notify_on_commit(using)
+    return str(row[0])
+
+
+async def arun_workflow(workflow_slug: str, payload: dict[str, Any], *, using: str = DEFAULT_DB_ALIAS) -> str:
+    """``run_workflow`` for async code."""
+    return await sync_to_async(run_workflow, thread_sensitive=True)(workflow_slug, payload, using=using)

@@ -4,7 +4,11 @@ import os
 
 from automate.embedded import django_database, embedded_url
 
-TEST_DATABASE_URL = os.environ.get("AUTOMATE_TEST_DATABASE_URL") or embedded_url(quiet=True)
+# Worker subprocesses started by the tests connect straight to the test database.
+WORKER_DATABASE_URL = os.environ.get("AUTOMATE_TEST_WORKER_DATABASE_URL")
+TEST_DATABASE_URL = (
+    WORKER_DATABASE_URL or os.environ.get("AUTOMATE_TEST_DATABASE_URL") or embedded_url(quiet=True)
+)
 
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
@@ -39,4 +43,4 @@ TEMPLATES = [
 ]
 DATABASES = {"default": django_database(TEST_DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-DJANGO_AUTOMATE: dict = {}
+DJANGO_AUTOMATE: dict = {"POLICY": {"python_allowlist": ["tests.steps.*"]}}

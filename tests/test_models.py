@@ -19,10 +19,13 @@ from automate.models import (
 pytestmark = pytest.mark.django_db
 
 
+STEPS = [{"id": "a", "type": "transform", "config": {"output": 1}}]
+
+
 @pytest.fixture
 def version():
     wf = Workflow.objects.create(slug="orders", name="Orders")
-    return WorkflowVersion.objects.create(workflow=wf, version_num=1, trigger_spec={"event": "order.*"})
+    return WorkflowVersion.objects.create(workflow=wf, version_num=1, trigger_spec={"event": "order.*"}, steps=STEPS)
 
 
 @pytest.fixture
@@ -87,9 +90,11 @@ def test_workflow_itself_is_mutable(version):
 
 def test_version_num_unique_per_workflow(version):
     with pytest.raises(IntegrityError), transaction.atomic():
-        WorkflowVersion.objects.create(workflow=version.workflow, version_num=1)
+        WorkflowVersion.objects.create(
+            workflow=version.workflow, version_num=1, trigger_spec={"event": "a"}, steps=STEPS
+        )
     other = Workflow.objects.create(slug="other", name="Other")
-    WorkflowVersion.objects.create(workflow=other, version_num=1)
+    WorkflowVersion.objects.create(workflow=other, version_num=1, trigger_spec={"event": "a"}, steps=STEPS)
 
 
 def test_dedupe_key_unique_only_where_set():

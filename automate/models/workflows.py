@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
 from django.db.models.functions import Now
 
@@ -38,3 +40,21 @@ class WorkflowVersion(ImmutableModel):
 
     def __str__(self) -> str:
         return f"{self.workflow_id} v{self.version_num}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Validated on every save, however it is created (publish(), the admin, the ORM).
+        from automate.workflows import validate_version
+
+        validate_version(self.trigger_spec, self.steps)
+        super().save(*args, **kwargs)
+
+
+def _changed(sender: Any, **kwargs: Any) -> None:
+    from automate.workflows import notify_workflows_changed
+
+    notify_workflows_changed(kwargs.get("using") or "default")
+
+
+for _model in (Workflow, WorkflowVersion):
+    models.signals.post_save.connect(_changed, sender=_model, dispatch_uid=f"automate-{_model.__name__}-saved")
+    models.signals.post_delete.connect(_changed, sender=_model, dispatch_uid=f"automate-{_model.__name__}-del")

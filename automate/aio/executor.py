@@ -1,0 +1,367 @@
+"""Running one job: match the event (or load the run), then run each workflow's steps as a DAG.
+
+Steps run as asyncio tasks under the worker's semaphore; a step starts when the steps it depends on are
+done, so independent steps run concurrently. Each attempt has a deadline (``step.timeout_seconds``, else
+``EXECUTION.timeout_seconds``). Transient failures are retried with backoff and full jitter: a short wait
+stays in memory, a long one parks the job in the database. StepRun rows are the durable progress: on a
+resumed job, steps that SUCCEEDED or were SKIPPED are not run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from automate.conf import get_settings
+from automate.connectors import StepContext, classify_failure, get_connector
+from automate.core import rules
+from automate.core.backoff import compute_delay
+from automate.core.errors import AutomateError
+from automate.core.redaction import Redactor
+from automate.core.specs import StepSpec
+from automate.core.templating import referenced_secrets, render
+
+from .config import WorkerConfig
+from .matcher import VersionEntry, WorkflowCache
+from .recorder import Recorder
+from .store import ClaimedJob, JobStore, RunRow, StepRow
+from .tracing import parent_context, trace_id_hex, tracer
+
+__all__ = ["Executor"]
+
+log = logging.getLogger(__name__)
+
+_DONE = ("SUCCEEDED", "SKIPPED")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _error_text(exc: BaseException, redactor: Redactor) -> str:
+    text = str(exc) or ("timed out" if isinstance(exc, TimeoutError) else type(exc).__name__)
+    return redactor.redact_str(f"{type(exc).__name__}: {text}")[:2000]
+
+
+class _Park(Exception):  # control flow, not an error
+    def __init__(self, delay: float, error: str) -> None:
+        self.delay = delay
+        self.error = error
+
+
+class _StepFailed(Exception):
+    def __init__(self, step_id: str, error: str) -> None:
+        super().__init__(f"step {step_id!r} failed: {error}")
+        self.step_id = step_id
+
+
+@dataclass(slots=True)
+class _Prior:
+    """What the database already says about one step of a resumed run."""
+
+    attempts: int = 0
+    status: str = ""
+    output: Any = None
+
+
+@dataclass(slots=True)
+class _Run:
+    row: RunRow
+    version: VersionEntry
+    prior: dict[str, _Prior] = field(default_factory=dict)
+
+
+class Executor:
+    def __init__(
+        self,
+        cfg: WorkerConfig,
+        store: JobStore,
+        recorder: Recorder,
+        workflows: WorkflowCache,
+        semaphore: asyncio.Semaphore,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.recorder = recorder
+        self.workflows = workflows
+        self.semaphore = semaphore
+        secrets_cfg = get_settings().SECRETS
+        self.base_redactor = Redactor(secrets_cfg.redact_keys, secrets_cfg.redact_patterns)
+        self.steps_started = 0
+
+    # -- a job ---------------------------------------------------------------------------------------
+    async def process(self, job: ClaimedJob) -> bool:
+        """Run a claimed job to its end (or park it). Returns whether the outcome was written."""
+        try:
+            runs = await self._plan(job)
+            results = await asyncio.gather(*(self._execute(job, run) for run in runs), return_exceptions=True)
+        except Exception as exc:  # a failure of the runtime itself (database, bug): retry the job later
+            log.exception("automate.job.error", extra={"job_id": job.id})
+            error = _error_text(exc, self.base_redactor)
+            if job.attempts >= job.max_attempts:
+                return await self.recorder.finish(job.id, "FAILED", error)
+            return await self.recorder.park(job.id, compute_delay(None, job.attempts), error)
+        parks = [r for r in results if isinstance(r, _Park)]
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, _Park | _StepFailed):
+                raise r  # cancellation or a bug: let the worker see it
+        if parks:
+            return await self.recorder.park(job.id, max(p.delay for p in parks), parks[0].error)
+        failed = [str(r) for r in results if isinstance(r, _StepFailed)]
+        if failed:
+            return await self.recorder.finish(job.id, "FAILED", "; ".join(failed)[:4000])
+        return await self.recorder.finish(job.id, "COMPLETED", "")
+
+    async def _plan(self, job: ClaimedJob) -> list[_Run]:
+        if job.kind == "run":
+            return await self._plan_direct_run(job)
+        if job.kind != "event" or job.event is None:
+            raise AutomateError(f"job {job.id} of kind {job.kind!r} has nothing to run")
+        event = job.event
+        context = {"event": self._event_dict(job)}
+        matched = await self.workflows.match(event.type, context)
+        existing: dict[int, tuple[Any, ...]] = {}
+        if job.resumed:
+            existing = {r[2]: r for r in await self.store.runs_for_events([event.id])}
+        runs: list[_Run] = []
+        for row in existing.values():
+            version = await self.workflows.get(row[2])
+            if version is not None:
+                runs.append(self._run(job, version, row[0], row[3], row[4]))
+        for version in matched:
+            if version.id not in existing:
+                runs.append(self._run(job, version, uuid.uuid4(), "PENDING", ""))
+        if job.resumed and runs:
+            await self._load_progress(runs)
+        return runs
+
+    async def _plan_direct_run(self, job: ClaimedJob) -> list[_Run]:
+        rows = await self.store.runs_by_id([job.run_id]) if job.run_id else []
+        if not rows:
+            raise AutomateError(f"job {job.id}: run {job.run_id} does not exist")
+        run_id, _event_id, version_id, status, trace_id = rows[0]
+        version = await self.workflows.get(version_id)
+        if version is None:
+            raise AutomateError(f"job {job.id}: workflow version {version_id} does not exist")
+        run = self._run(job, version, run_id, status, trace_id)
+        await self._load_progress([run])
+        return [run]
+
+    def _run(self, job: ClaimedJob, version: VersionEntry, run_id: Any, status: str, trace_id: str) -> _Run:
+        row = RunRow(
+            id=run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id)),
+            version_id=version.id,
+            event_id=str(job.event_id),
+            job_id=job.id,
+            status=status,
+            trace_id=trace_id,
+        )
+        return _Run(row, version)
+
+    async def _load_progress(self, runs: list[_Run]) -> None:
+        by_id = {r.row.id: r for r in runs}
+        for run_id, step_id, attempt, status, output in await self.store.step_progress(list(by_id)):
+            prior = by_id[run_id].prior.setdefault(step_id, _Prior())
+            prior.attempts = max(prior.attempts, attempt)
+            if attempt == prior.attempts:
+                prior.status, prior.output = status, output
+
+    @staticmethod
+    def _event_dict(job: ClaimedJob) -> dict[str, Any]:
+        ev = job.event
+        if ev is None:
+            return {"id": job.event_id}
+        return {"id": ev.id, "type": ev.type, "source": ev.source, "payload": ev.payload}
+
+    # -- a run ---------------------------------------------------------------------------------------
+    async def _execute(self, job: ClaimedJob, run: _Run) -> None:
+        row = run.row
+        if row.status in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            return None if row.status == "SUCCEEDED" else self._raise_recorded(row)
+        version = run.version
+        event = job.event
+        parent = parent_context(event.traceparent, event.tracestate) if event else None
+        with tracer.start_as_current_span(
+            f"automate.run {version.slug}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "automate.run_id": str(row.id),
+                "automate.workflow": version.slug,
+                "automate.workflow_version": version.version_num,
+                "automate.job_id": job.id,
+            },
+        ) as span:
+            row.trace_id = row.trace_id or trace_id_hex(span)
+            row.status, row.started_at = "RUNNING", row.started_at or _now()
+            self.recorder.run(row)
+            ctx: dict[str, Any] = {
+                "event": self._event_dict(job),
+                "run": {"id": str(row.id), "workflow": version.slug},
+                "steps": {},
+            }
+            redactor = self.base_redactor
+            try:
+                if version.steps is None:
+                    raise _StepFailed("*", version.error or "workflow has no steps")
+                redactor = await self._run_steps(job, run, ctx)
+            except _Park:
+                raise
+            except _StepFailed as exc:
+                self._finish_run(row, "FAILED", ctx, redactor, str(exc))
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise
+            self._finish_run(row, "SUCCEEDED", ctx, redactor, "")
+        return None
+
+    @staticmethod
+    def _raise_recorded(row: RunRow) -> None:
+        raise _StepFailed("*", f"run {row.id} already {row.status}")
+
+    def _finish_run(self, row: RunRow, status: str, ctx: dict[str, Any], redactor: Redactor, error: str) -> None:
+        row.status, row.finished_at, row.error = status, _now(), redactor.redact_str(error)
+        row.outputs = {sid: redactor.redact(s.get("output")) for sid, s in ctx["steps"].items()}
+        self.recorder.run(row)
+
+    async def _run_steps(self, job: ClaimedJob, run: _Run, ctx: dict[str, Any]) -> Redactor:
+        assert run.version.steps is not None
+        steps = run.version.steps.root
+        secrets = _RunSecrets(self.base_redactor)
+        if len(steps) == 1:
+            await self._step(job, run, steps[0], ctx, secrets)
+            return secrets.redactor
+        done: dict[str, asyncio.Future[bool]] = {s.id: asyncio.get_running_loop().create_future() for s in steps}
+        problems: list[_StepFailed | _Park] = []
+
+        async def one(step: StepSpec) -> None:
+            ok = False
+            try:
+                for dep in step.depends_on:
+                    if not await asyncio.shield(done[dep]):
+                        return  # a dependency failed or is waiting: this step does not run now
+                await self._step(job, run, step, ctx, secrets)
+                ok = True
+            except (_StepFailed, _Park) as exc:
+                problems.append(exc)  # independent branches go on; the run ends failed (or parked)
+            finally:
+                if not done[step.id].done():
+                    done[step.id].set_result(ok)
+
+        async with asyncio.TaskGroup() as tg:
+            for step in steps:
+                tg.create_task(one(step), name=f"step {step.id}")
+        failures = [p for p in problems if isinstance(p, _StepFailed)]
+        if failures:
+            raise failures[0]
+        if problems:
+            raise max(problems, key=lambda p: p.delay if isinstance(p, _Park) else 0.0)
+        return secrets.redactor
+
+    # -- a step --------------------------------------------------------------------------------------
+    async def _step(
+        self, job: ClaimedJob, run: _Run, step: StepSpec, ctx: dict[str, Any], secrets: _RunSecrets
+    ) -> None:
+        prior = run.prior.get(step.id)
+        if prior is not None and prior.status in _DONE:
+            ctx["steps"][step.id] = {"output": prior.output, "status": prior.status}
+            return  # durable progress: never run a completed step again
+        attempt = prior.attempts + 1 if prior else 1
+        row_id = run.row.id
+        if step.when is not None and not rules.evaluate(step.when, ctx):
+            self.recorder.step(StepRow(row_id, step.id, attempt, job.id, "SKIPPED", _now(), _now()))
+            ctx["steps"][step.id] = {"output": None, "status": "SKIPPED"}
+            return
+        settings = get_settings()
+        max_retries = step.max_retries if step.max_retries is not None else self.cfg.max_retries
+        timeout = step.timeout_seconds or self.cfg.step_timeout
+        while True:
+            started = _now()
+            self.recorder.step(StepRow(row_id, step.id, attempt, job.id, "RUNNING", started))
+            try:
+                output = await self._attempt(job, run, step, ctx, secrets, attempt, timeout, settings)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                transient, asked_delay = classify_failure(exc)
+                error = _error_text(exc, secrets.redactor)
+                retry = transient and attempt <= max_retries
+                status = "RETRYING" if retry else "FAILED"
+                self.recorder.step(StepRow(row_id, step.id, attempt, job.id, status, started, _now(), None, error))
+                if not retry:
+                    raise _StepFailed(step.id, error) from None
+                delay = compute_delay(step.retry, attempt, retry_after=asked_delay)
+                log.info(
+                    "automate.step.retry_scheduled",
+                    extra={"run_id": str(row_id), "step": step.id, "attempt": attempt, "delay_s": delay},
+                )
+                if delay > self.cfg.park_after:
+                    raise _Park(delay, f"step {step.id!r} waiting {delay:.1f}s to retry: {error}") from None
+                await asyncio.sleep(delay)
+                attempt += 1
+                continue
+            stored = secrets.redactor.redact(output)
+            self.recorder.step(StepRow(row_id, step.id, attempt, job.id, "SUCCEEDED", started, _now(), stored))
+            ctx["steps"][step.id] = {"output": output, "status": "SUCCEEDED"}
+            return
+
+    async def _attempt(
+        self,
+        job: ClaimedJob,
+        run: _Run,
+        step: StepSpec,
+        ctx: dict[str, Any],
+        secrets: _RunSecrets,
+        attempt: int,
+        limit_s: float,
+        settings: Any,
+    ) -> Any:
+        allow = settings.POLICY.connector_allowlist
+        if "*" not in allow and step.type not in allow:
+            raise AutomateError(f"connector {step.type!r} is not in DJANGO_AUTOMATE.POLICY.connector_allowlist")
+        connector = get_connector(step.type)
+        await secrets.load(referenced_secrets(step.config))
+        config = render(step.config, ctx, step_id=step.id, resolve_secret=secrets.get)
+        step_ctx = StepContext(str(run.row.id), step.id, attempt, run.version.slug, ctx["event"])
+        with tracer.start_as_current_span(
+            f"automate.step {step.id}",
+            attributes={"automate.step": step.id, "automate.connector": step.type, "automate.attempt": attempt},
+        ) as span:
+            async with self.semaphore:
+                self.steps_started += 1
+                async with asyncio.timeout(limit_s):
+                    output = await connector.run(config, step_ctx)
+            try:
+                orjson.dumps(output)
+            except TypeError as exc:
+                raise AutomateError(f"output is not JSON-serialisable: {exc}") from None
+            span.set_status(Status(StatusCode.OK))
+        return output
+
+
+class _RunSecrets:
+    """The secrets resolved in one run, and a redactor that scrubs their values wherever they appear."""
+
+    def __init__(self, base: Redactor) -> None:
+        self._values: dict[str, str] = {}
+        self.redactor = base
+
+    async def load(self, names: set[str]) -> None:
+        missing = [n for n in names if n not in self._values]
+        if not missing:
+            return
+        from automate.secrets import aresolve  # the Django side's backends (env, db, custom)
+
+        for name in missing:
+            self._values[name] = await aresolve(f"$secret:{name}")
+        self.redactor = self.redactor.with_secrets(self._values.values())
+
+    def get(self, name: str) -> str:
+        return self._values[name]
+

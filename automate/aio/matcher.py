@@ -1,0 +1,97 @@
+"""The workflow cache: the live version of every enabled workflow, parsed once.
+
+It is reloaded when a ``NOTIFY automate_workflows`` arrives (sent after a workflow or version is saved)
+and at least every ``max_age`` seconds, so a change made by raw SQL is seen too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from automate.core.errors import AutomateError
+from automate.core.specs import StepsSpec, TriggerSpec, parse_steps, parse_trigger_spec
+
+from .store import JobStore, VersionRow
+
+__all__ = ["VersionEntry", "WorkflowCache"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionEntry:
+    id: int
+    slug: str
+    version_num: int
+    trigger: TriggerSpec | None
+    steps: StepsSpec | None
+    error: str = ""  # why the stored spec cannot run (it bypassed validation, e.g. raw SQL)
+
+
+def _parse(row: VersionRow) -> VersionEntry:
+    try:
+        steps = parse_steps(row.steps)
+    except AutomateError as exc:
+        return VersionEntry(row.id, row.slug, row.version_num, None, None, f"invalid steps: {exc}")
+    try:
+        trigger = parse_trigger_spec(row.trigger_spec) if row.trigger_spec else None
+    except AutomateError as exc:
+        return VersionEntry(row.id, row.slug, row.version_num, None, steps, f"invalid trigger_spec: {exc}")
+    return VersionEntry(row.id, row.slug, row.version_num, trigger, steps)
+
+
+class WorkflowCache:
+    def __init__(self, store: JobStore, *, max_age: float = 5.0) -> None:
+        self.store = store
+        self.max_age = max_age
+        self._live: list[VersionEntry] = []
+        self._by_id: dict[int, VersionEntry] = {}
+        self._loaded_at = float("-inf")
+        self.reloads = 0
+
+    def invalidate(self) -> None:
+        self._loaded_at = float("-inf")
+
+    async def live(self) -> list[VersionEntry]:
+        if time.monotonic() - self._loaded_at > self.max_age:
+            await self._reload()
+        return self._live
+
+    async def _reload(self) -> None:
+        rows = await self.store.live_versions()
+        entries = [_parse(r) for r in rows]
+        for entry in entries:
+            if entry.error:
+                log.error("automate.workflow.invalid_spec", extra={"workflow": entry.slug, "error": entry.error})
+        self._live = entries
+        self._by_id.update({e.id: e for e in entries})
+        self._loaded_at = time.monotonic()
+        self.reloads += 1
+
+    async def get(self, version_id: int) -> VersionEntry | None:
+        entry = self._by_id.get(version_id)
+        if entry is None:
+            row = await self.store.version(version_id)
+            if row is None:
+                return None
+            entry = self._by_id[version_id] = _parse(row)
+        return entry
+
+    async def match(self, event_type: str, context: dict[str, Any]) -> list[VersionEntry]:
+        """The live versions whose trigger matches the event (type glob, then rule)."""
+        matched = []
+        for entry in await self.live():
+            if entry.trigger is None or entry.steps is None:
+                continue
+            try:
+                if entry.trigger.matches(event_type, context):
+                    matched.append(entry)
+            except AutomateError as exc:  # a rule that fails on this event does not match it
+                log.warning(
+                    "automate.trigger.rule_error",
+                    extra={"workflow": entry.slug, "event_type": event_type, "error": str(exc)},
+                )
+        return matched

@@ -1,0 +1,286 @@
+"""The worker's job store: named SQL (automate.queries) over an async psycopg pool.
+
+``JobStore`` is the seam; ``PgStore`` is the real implementation. Every method is one short transaction,
+except ``flush``, which writes a whole group commit in one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
+from psycopg.types.json import set_json_loads
+from psycopg_pool import AsyncConnectionPool
+
+from automate import queries
+
+__all__ = [
+    "ClaimedJob",
+    "EventData",
+    "FlushBatch",
+    "JobStore",
+    "PgStore",
+    "RunRow",
+    "StepRow",
+    "VersionRow",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class EventData:
+    id: str
+    type: str
+    payload: Any
+    source: str
+    traceparent: str
+    tracestate: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    id: int
+    kind: str
+    event_id: str | None
+    run_id: str | None
+    attempts: int
+    max_attempts: int
+    payload: dict[str, Any] | None
+    event: EventData | None
+
+    @property
+    def resumed(self) -> bool:
+        """Claimed before (crash, lost lease) or parked: durable progress may exist."""
+        return self.attempts > 1 or bool(self.payload and self.payload.get("parked"))
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    id: int
+    slug: str
+    version_num: int
+    trigger_spec: Any
+    steps: Any
+
+
+@dataclass(slots=True)
+class RunRow:
+    """A run's state as the recorder writes it (upserted by id)."""
+
+    id: uuid.UUID
+    version_id: int
+    event_id: str
+    job_id: int
+    status: str
+    trace_id: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class StepRow:
+    run_id: uuid.UUID
+    step_id: str
+    attempt: int
+    job_id: int
+    status: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    output: Any = None
+    error: str = ""
+
+
+@dataclass(slots=True)
+class FlushBatch:
+    """Everything one group commit writes. Rows are keyed so later states replace earlier ones."""
+
+    runs: dict[uuid.UUID, RunRow] = field(default_factory=dict)
+    steps: dict[tuple[uuid.UUID, str, int], StepRow] = field(default_factory=dict)
+    finished: dict[int, tuple[str, str]] = field(default_factory=dict)  # job id -> (status, error)
+    parked: dict[int, tuple[float, str]] = field(default_factory=dict)  # job id -> (delay, error)
+
+    def job_ids(self) -> set[int]:
+        ids = {r.job_id for r in self.runs.values()} | {s.job_id for s in self.steps.values()}
+        return ids | set(self.finished) | set(self.parked)
+
+    def __bool__(self) -> bool:
+        return bool(self.runs or self.steps or self.finished or self.parked)
+
+
+class JobStore(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedJob]: ...
+    async def extend_leases(self, worker_id: str, ids: Sequence[int], lease_seconds: float) -> set[int]: ...
+    async def recover_expired(self) -> list[tuple[int, str]]: ...
+    async def release(self, worker_id: str, ids: Sequence[int]) -> None: ...
+    async def has_work(self) -> bool: ...
+    async def live_versions(self) -> list[VersionRow]: ...
+    async def version(self, version_id: int) -> VersionRow | None: ...
+    async def runs_for_events(self, event_ids: Sequence[str]) -> list[tuple[Any, ...]]: ...
+    async def runs_by_id(self, run_ids: Sequence[str]) -> list[tuple[Any, ...]]: ...
+    async def step_progress(self, run_ids: Sequence[Any]) -> list[tuple[Any, ...]]: ...
+    async def flush(self, worker_id: str, batch: FlushBatch) -> set[int]: ...
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def _configure(conn: AsyncConnection[Any]) -> None:
+    set_json_loads(orjson.loads, conn)
+
+
+class PgStore:
+    """``JobStore`` on PostgreSQL through an ``AsyncConnectionPool`` (autocommit connections)."""
+
+    def __init__(self, conninfo: str, *, pool_size: int = 4) -> None:
+        self.pool = AsyncConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            kwargs={"autocommit": True},
+            configure=_configure,
+            name="automate-worker",
+        )
+
+    async def open(self) -> None:
+        await self.pool.open(wait=True, timeout=30)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def _rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(sql, params)
+            return await cur.fetchall() if cur.description else []
+
+    async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedJob]:
+        rows = await self._rows(
+            queries.CLAIM_JOBS, {"worker_id": worker_id, "limit": limit, "lease_seconds": lease_seconds}
+        )
+        jobs = []
+        for jid, kind, event_id, run_id, attempts, max_attempts, payload, etype, epayload, src, tp, ts in rows:
+            event = (
+                EventData(str(event_id), etype, epayload, src, tp, ts) if event_id is not None else None
+            )
+            jobs.append(
+                ClaimedJob(
+                    jid,
+                    kind,
+                    str(event_id) if event_id else None,
+                    str(run_id) if run_id else None,
+                    attempts,
+                    max_attempts,
+                    payload,
+                    event,
+                )
+            )
+        jobs.sort(key=lambda j: j.id)
+        return jobs
+
+    async def extend_leases(self, worker_id: str, ids: Sequence[int], lease_seconds: float) -> set[int]:
+        if not ids:
+            return set()
+        rows = await self._rows(
+            queries.EXTEND_LEASES, {"ids": list(ids), "worker_id": worker_id, "lease_seconds": lease_seconds}
+        )
+        return {r[0] for r in rows}
+
+    async def recover_expired(self) -> list[tuple[int, str]]:
+        return [(r[0], r[1]) for r in await self._rows(queries.RECOVER_EXPIRED)]
+
+    async def release(self, worker_id: str, ids: Sequence[int]) -> None:
+        if ids:
+            await self._rows(queries.RELEASE_JOBS, {"ids": list(ids), "worker_id": worker_id})
+
+    async def has_work(self) -> bool:
+        return bool((await self._rows(queries.OUTBOX_HAS_WORK))[0][0])
+
+    async def live_versions(self) -> list[VersionRow]:
+        return [VersionRow(*r) for r in await self._rows(queries.LIVE_VERSIONS)]
+
+    async def version(self, version_id: int) -> VersionRow | None:
+        rows = await self._rows(queries.VERSION_BY_ID, {"id": version_id})
+        return VersionRow(*rows[0]) if rows else None
+
+    async def runs_for_events(self, event_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        return await self._rows(queries.RUNS_FOR_EVENTS, {"event_ids": [uuid.UUID(e) for e in event_ids]})
+
+    async def runs_by_id(self, run_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        return await self._rows(queries.RUNS_BY_ID, {"ids": [uuid.UUID(r) for r in run_ids]})
+
+    async def step_progress(self, run_ids: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return await self._rows(queries.STEP_PROGRESS, {"run_ids": list(run_ids)})
+
+    async def flush(self, worker_id: str, batch: FlushBatch) -> set[int]:
+        """Write one group commit. Only rows of jobs this worker still owns are written (the fence);
+        the ids of the jobs that were owned are returned, so the caller can drop the others' work."""
+        ids = sorted(batch.job_ids())
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(queries.LOCK_OWNED_JOBS, {"ids": ids, "worker_id": worker_id})
+            owned = {r[0] for r in await cur.fetchall()}
+            runs = [r for r in batch.runs.values() if r.job_id in owned]
+            if runs:
+                await cur.execute(
+                    queries.UPSERT_RUNS,
+                    {
+                        "id": [r.id for r in runs],
+                        "version_id": [r.version_id for r in runs],
+                        "event_id": [uuid.UUID(r.event_id) for r in runs],
+                        "status": [r.status for r in runs],
+                        "trace_id": [r.trace_id for r in runs],
+                        "outputs": [_dumps(r.outputs) for r in runs],
+                        "error": [r.error for r in runs],
+                        "started_at": [r.started_at for r in runs],
+                        "finished_at": [r.finished_at for r in runs],
+                    },
+                )
+            steps = [s for s in batch.steps.values() if s.job_id in owned]
+            if steps:
+                await cur.execute(
+                    queries.UPSERT_STEPS,
+                    {
+                        "run_id": [s.run_id for s in steps],
+                        "step_id": [s.step_id for s in steps],
+                        "attempt": [s.attempt for s in steps],
+                        "status": [s.status for s in steps],
+                        "started_at": [s.started_at for s in steps],
+                        "finished_at": [s.finished_at for s in steps],
+                        "output": [None if s.output is None else _dumps(s.output) for s in steps],
+                        "error": [s.error for s in steps],
+                    },
+                )
+            finished = [(jid, st, err) for jid, (st, err) in batch.finished.items() if jid in owned]
+            if finished:
+                await cur.execute(
+                    queries.FINISH_JOBS,
+                    {
+                        "id": [f[0] for f in finished],
+                        "status": [f[1] for f in finished],
+                        "error": [f[2] for f in finished],
+                        "worker_id": worker_id,
+                    },
+                )
+            parked = [(jid, d, err) for jid, (d, err) in batch.parked.items() if jid in owned]
+            if parked:
+                await cur.execute(
+                    queries.PARK_JOBS,
+                    {
+                        "id": [p[0] for p in parked],
+                        "delay": [p[1] for p in parked],
+                        "error": [p[2] for p in parked],
+                        "worker_id": worker_id,
+                    },
+                )
+        return owned

@@ -1,0 +1,27 @@
+"""Trace propagation in the worker: each run continues the trace stored with its event."""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+__all__ = ["parent_context", "trace_id_hex", "tracer"]
+
+_propagator = TraceContextTextMapPropagator()
+tracer = trace.get_tracer("automate.aio")
+
+
+def parent_context(traceparent: str, tracestate: str = "") -> Context | None:
+    """The remote parent described by a stored ``traceparent`` (None when there is none)."""
+    if not traceparent:
+        return None
+    carrier = {"traceparent": traceparent}
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    return _propagator.extract(carrier)
+
+
+def trace_id_hex(span: trace.Span) -> str:
+    ctx = span.get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""

@@ -1,0 +1,259 @@
+"""The composition root: one asyncio process that listens, claims, executes and records.
+
+Long-lived parts run as tasks of one TaskGroup, so a side task that dies stops the worker loudly:
+
+    listener   LISTEN automate_outbox / automate_workflows on a dedicated connection; wakes the claimer
+    claimer    claims up to the free slots (capped at the batch size), one job task per claimed job
+    leases     extends the leases of in-flight jobs; a job whose lease was taken over is cancelled here
+    reaper     makes jobs whose lease expired (a crashed worker's) claimable again
+    recorder   group-commits status writes
+
+Shutdown (SIGTERM/SIGINT): stop claiming; let in-flight jobs finish within the grace period; cancel the
+rest and release their jobs for immediate re-claim; flush the recorder; close the listener, then the
+pool (the reverse of the order they were opened in). A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+import psycopg
+
+from automate import queries
+
+from .config import WorkerConfig
+from .executor import Executor
+from .listener import Listener
+from .matcher import WorkflowCache
+from .recorder import Recorder
+from .store import ClaimedJob, JobStore, PgStore
+
+__all__ = ["Worker", "WorkerStats"]
+
+log = logging.getLogger(__name__)
+
+_DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    parked: int = 0
+    lost: int = 0
+    claims: int = 0
+
+
+class _Stop(Exception):  # ends the TaskGroup
+    pass
+
+
+class Worker:
+    def __init__(self, cfg: WorkerConfig, store: JobStore | None = None) -> None:
+        self.cfg = cfg
+        self.store: JobStore = store or PgStore(cfg.conninfo, pool_size=cfg.pool_size)
+        self.stats = WorkerStats()
+        self.recorder = Recorder(self.store, cfg.worker_id, interval=cfg.flush_interval, on_lost=self._lost)
+        self.workflows = WorkflowCache(self.store, max_age=max(cfg.poll_interval, 1.0))
+        self.semaphore = asyncio.Semaphore(cfg.concurrency)
+        self.executor = Executor(cfg, self.store, self.recorder, self.workflows, self.semaphore)
+        self.listener = Listener(
+            cfg.conninfo,
+            (queries.NOTIFY_CHANNEL, queries.WORKFLOWS_CHANNEL),
+            self._notified,
+            health_interval=cfg.health_interval,
+            on_connected=self.wake,
+        )
+        self._wake = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._signals = 0
+        self.ready = asyncio.Event()
+
+    # -- events from other parts ---------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _notified(self, channel: str) -> None:
+        if channel == queries.WORKFLOWS_CHANNEL:
+            self.workflows.invalidate()
+        self._wake.set()
+
+    def _lost(self, job_ids: set[int]) -> None:
+        for job_id in job_ids:
+            task = self._inflight.get(job_id)
+            if task is not None and not task.done():
+                log.warning("automate.job.lease_lost", extra={"job_id": job_id})
+                self.stats.lost += 1
+                task.cancel()
+
+    def request_stop(self) -> None:
+        """First call: graceful drain. Second call: exit at once."""
+        self._signals += 1
+        if self._signals == 1:
+            log.info("automate.worker.stopping", extra={"grace_s": self.cfg.shutdown_grace})
+            self._stopping.set()
+            self._wake.set()
+        else:
+            log.warning("automate.worker.hard_stop")
+            raise SystemExit(1)
+
+    # -- the process ---------------------------------------------------------------------------------
+    async def run(self, *, install_signals: bool = False) -> WorkerStats:
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal)
+        await self.store.open()
+        try:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self.listener.run(), name="listener")
+                    tg.create_task(self.recorder.run_forever(), name="recorder")
+                    tg.create_task(self._lease_loop(), name="leases")
+                    tg.create_task(self._reaper_loop(), name="reaper")
+                    tg.create_task(self._main(tg), name="claimer")
+            except* _Stop:
+                pass
+        finally:
+            # Closing order: the TaskGroup has ended the listener and the side tasks; the pool goes last.
+            await self.store.close()
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+        return self.stats
+
+    def _on_signal(self) -> None:
+        try:
+            self.request_stop()
+        except SystemExit:
+            # A second signal: leave now. Claimed jobs come back when their leases expire.
+            import os
+
+            os._exit(1)
+
+    async def _main(self, tg: asyncio.TaskGroup) -> None:
+        async with asyncio.TaskGroup() as jobs:
+            if not self.cfg.enabled:
+                log.warning("automate.worker.disabled: DJANGO_AUTOMATE.ENABLED is False; claiming nothing")
+                self.ready.set()
+                if not self.cfg.drain:
+                    await self._stopping.wait()
+            else:
+                await self._claim_loop(jobs)
+            await self._drain_inflight()
+        # Final flush of everything recorded, then end the side tasks.
+        with contextlib.suppress(*_DB_ERRORS):
+            await self.recorder.flush()
+        raise _Stop
+
+    async def _claim_loop(self, jobs: asyncio.TaskGroup) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.listener.connected.wait(), timeout=10)
+        self.ready.set()
+        failures = 0
+        while not self._stopping.is_set():
+            free = self.cfg.concurrency - len(self._inflight)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._wait_any(self._slot_free, None)
+                continue
+            limit = min(free, self.cfg.batch_size)
+            self._wake.clear()  # before the claim, so a NOTIFY that arrives during it is not lost
+            try:
+                claimed = await self.store.claim(self.cfg.worker_id, limit, self.cfg.lease_seconds)
+                failures = 0
+            except _DB_ERRORS as exc:
+                failures += 1
+                delay = min(5.0, 0.05 * 2**failures)
+                log.warning("automate.claim.failed", extra={"error": str(exc), "delay_s": delay})
+                await self._wait_any(self._stopping, delay)
+                continue
+            self.stats.claims += 1
+            for job in claimed:
+                self._start(jobs, job)
+            if len(claimed) == limit:
+                continue  # there may be more waiting
+            if self.cfg.drain and not self._inflight and not await self._has_work():
+                log.info("automate.worker.drained")
+                return
+            await self._wait_any(self._wake, self.cfg.poll_interval if not self.cfg.drain else 0.05)
+
+    async def _has_work(self) -> bool:
+        try:
+            return await self.store.has_work() or self.recorder.pending
+        except _DB_ERRORS:
+            return True
+
+    async def _wait_any(self, event: asyncio.Event, limit_s: float | None) -> None:
+        waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._stopping.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    def _start(self, jobs: asyncio.TaskGroup, job: ClaimedJob) -> None:
+        self.stats.claimed += 1
+        task = jobs.create_task(self._job(job), name=f"job {job.id}")
+        self._inflight[job.id] = task
+
+    async def _job(self, job: ClaimedJob) -> None:
+        try:
+            await self.executor.process(job)
+        except asyncio.CancelledError:
+            pass  # lease lost or shutdown: the job is released (or already someone else's)
+        finally:
+            self._inflight.pop(job.id, None)
+            self._slot_free.set()
+            if self.cfg.drain:
+                self._wake.set()
+
+    async def _drain_inflight(self) -> None:
+        if not self._inflight:
+            return
+        tasks = list(self._inflight.values())
+        _done, pending = await asyncio.wait(tasks, timeout=self.cfg.shutdown_grace)
+        if pending:
+            ids = [jid for jid, t in self._inflight.items() if t in pending]
+            log.warning("automate.worker.cancelling", extra={"jobs": len(ids)})
+            for t in pending:
+                t.cancel()
+            await asyncio.wait(pending)
+            with contextlib.suppress(*_DB_ERRORS):
+                await self.recorder.flush()  # keep the progress that was made
+                await self.store.release(self.cfg.worker_id, ids)
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.lease_renew_every)
+            ids = list(self._inflight)
+            if not ids:
+                continue
+            try:
+                kept = await self.store.extend_leases(self.cfg.worker_id, ids, self.cfg.lease_seconds)
+            except _DB_ERRORS as exc:
+                log.warning("automate.lease.extend_failed", extra={"error": str(exc)})
+                continue
+            lost = {i for i in ids if i not in kept and i in self._inflight}
+            if lost:
+                self._lost(lost)
+
+    async def _reaper_loop(self) -> None:
+        interval = max(min(self.cfg.lease_seconds / 2, self.cfg.poll_interval), 0.05)
+        while True:
+            try:
+                recovered = await self.store.recover_expired()
+            except _DB_ERRORS as exc:
+                log.warning("automate.reaper.failed", extra={"error": str(exc)})
+                recovered = []
+            if recovered:
+                log.warning("automate.jobs.recovered", extra={"jobs": [r[0] for r in recovered]})
+                self._wake.set()
+            await asyncio.sleep(interval)

@@ -1,0 +1,70 @@
+"""The connector seam: every step type implements ``Connector``; the executor calls nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from automate.core.errors import AutomateError, RetryLater
+
+__all__ = [
+    "Connector",
+    "PermanentStepError",
+    "StepContext",
+    "TransientStepError",
+    "classify_failure",
+]
+
+
+class TransientStepError(AutomateError):
+    """A failure worth retrying (timeouts, connection errors, 5xx)."""
+
+
+class PermanentStepError(AutomateError):
+    """A failure that retrying cannot fix; the step fails at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """What a connector may know about the step it runs."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    workflow: str
+    event: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across attempts and crash recovery: pass it on to services that deduplicate."""
+        return f"{self.run_id}:{self.step_id}"
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """A step type. Capabilities are declared so policy can check them when a version is saved."""
+
+    code: ClassVar[str]
+    needs_network: ClassVar[bool]
+    is_llm: ClassVar[bool]
+
+    def validate_config(self, config: Mapping[str, Any], *, path: str) -> None:
+        """Raise ``SpecError`` naming ``path`` (``steps[2].config``) for a config that can never run."""
+
+    async def run(self, config: Mapping[str, Any], ctx: StepContext) -> Any:
+        """Do the step's work with the rendered ``config``; return a JSON-serialisable output."""
+
+
+def classify_failure(exc: BaseException) -> tuple[bool, float | None]:
+    """``(transient, delay)``: whether a failure may be retried, and a delay the failure asked for."""
+    if isinstance(exc, RetryLater):
+        return True, exc.delay
+    if isinstance(exc, TransientStepError):
+        return True, None
+    if isinstance(exc, PermanentStepError):
+        return False, None
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError | ConnectionError):
+        return True, None
+    return False, None

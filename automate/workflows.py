@@ -1,0 +1,76 @@
+"""Saving workflow versions: every spec is validated before it is stored, so a bad rule, step or
+connector never reaches the worker. The worker is told after the commit (NOTIFY automate_workflows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import Max
+
+from . import queries
+from .conf import get_settings
+from .connectors import get_connector
+from .core.errors import SpecError
+from .core.specs import StepsSpec, TriggerSpec, parse_steps, parse_trigger_spec
+
+__all__ = ["notify_workflows_changed", "publish", "validate_version"]
+
+
+def validate_version(trigger_spec: Any, steps: Any) -> tuple[TriggerSpec, StepsSpec]:
+    """Parse both specs and check every step's connector (known, allowed by policy, config valid)."""
+    trigger = parse_trigger_spec(trigger_spec)
+    parsed = parse_steps(steps)
+    allow = get_settings().POLICY.connector_allowlist
+    for index, step in enumerate(parsed.root):
+        path = f"steps[{index}]"
+        try:
+            connector = get_connector(step.type)
+        except SpecError as exc:
+            raise SpecError(f"{path}.type: {exc}") from None
+        if "*" not in allow and step.type not in allow:
+            raise SpecError(
+                f"{path}.type: connector {step.type!r} is not in DJANGO_AUTOMATE.POLICY.connector_allowlist"
+            )
+        connector.validate_config(step.config, path=f"{path}.config")
+    return trigger, parsed
+
+
+def notify_workflows_changed(using: str = DEFAULT_DB_ALIAS) -> None:
+    def send() -> None:
+        with connections[using].cursor() as cursor:
+            cursor.execute(queries.NOTIFY_WORKFLOWS)
+
+    transaction.on_commit(send, using=using)
+
+
+def publish(
+    slug: str,
+    *,
+    trigger_spec: Any,
+    steps: Any,
+    name: str | None = None,
+    created_by: str = "",
+    enabled: bool = True,
+) -> Any:
+    """Create (or update) workflow ``slug`` with a new, validated version; return the WorkflowVersion."""
+    from .models import Workflow, WorkflowVersion
+
+    trigger, parsed = validate_version(trigger_spec, steps)
+    with transaction.atomic():
+        workflow, _ = Workflow.objects.select_for_update().get_or_create(
+            slug=slug, defaults={"name": name or slug, "enabled": enabled}
+        )
+        if name and workflow.name != name:
+            workflow.name = name
+            workflow.save(update_fields=["name", "updated_at"])
+        latest = workflow.versions.aggregate(n=Max("version_num"))["n"] or 0
+        version = WorkflowVersion(
+            workflow=workflow,
+            version_num=latest + 1,
+            trigger_spec=trigger.model_dump(mode="json"),
+            steps=parsed.model_dump(mode="json"),
+            created_by=created_by,
+        )
+        version.save()
+    return version

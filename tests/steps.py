@@ -1,0 +1,75 @@
+"""Callables that workflow steps call in the tests (allowlisted as ``tests.steps.*`` in tests/settings.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+CALLS: list[tuple[str, str, int]] = []
+THREADS: list[str] = []
+
+
+def noop() -> dict[str, bool]:
+    return {"ok": True}
+
+
+async def anoop() -> dict[str, bool]:
+    return {"ok": True}
+
+
+def echo(ctx: Any, **kwargs: Any) -> dict[str, Any]:
+    CALLS.append((ctx.run_id, ctx.step_id, ctx.attempt))
+    THREADS.append(threading.current_thread().name)
+    return {"kwargs": kwargs, "idempotency_key": ctx.idempotency_key}
+
+
+async def asleep(seconds: float = 0.05, **_: Any) -> dict[str, float]:
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+def block(seconds: float = 0.2) -> str:
+    time.sleep(seconds)
+    return "blocked"
+
+
+def mark(ctx: Any, path: str, sleep: float = 0.0) -> str:
+    """Append '<run>:<step>' to a file (visible across worker processes), then optionally sleep."""
+    with open(path, "a") as fh:
+        fh.write(f"{ctx.run_id}:{ctx.step_id}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    if sleep:
+        time.sleep(sleep)
+    return ctx.step_id
+
+
+def flaky(ctx: Any, path: str, failures: int, kind: str = "timeout") -> dict[str, int]:
+    """Fail ``failures`` times (counted in a file), then succeed."""
+    p = Path(path)
+    count = int(p.read_text()) if p.exists() else 0
+    p.write_text(str(count + 1))
+    if count < failures:
+        if kind == "timeout":
+            raise TimeoutError("upstream timed out")
+        if kind == "connection":
+            raise ConnectionResetError("connection reset by peer")
+        raise ValueError("bad input, will never work")
+    return {"calls": count + 1}
+
+
+def fail_permanently(message: str = "nope") -> None:
+    raise ValueError(message)
+
+
+def leak(ctx: Any, secret: str) -> dict[str, str]:
+    """Returns and raises with a secret value under innocent keys: redaction must scrub it."""
+    return {"note": f"the value is {secret}", "copy": secret}
+
+
+def not_json() -> object:
+    return object()
