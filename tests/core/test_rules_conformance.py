@@ -16,7 +16,7 @@ SUITE = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / 
 
 def _load_cases() -> list[Any]:
     entries = json.loads(SUITE.read_text(encoding="utf-8"))
-    cases = []
+    cases: list[Any] = []
     section = "start"
     for entry in entries:
         if isinstance(entry, str):
