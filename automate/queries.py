@@ -120,11 +120,9 @@ SET status = 'PENDING', worker_id = NULL, lease_expires_at = NULL, available_at 
 WHERE id = ANY(%(ids)s) AND worker_id = %(worker_id)s AND status = 'CLAIMED'
 """
 
+# --drain waits for every job, including those claimed by other (possibly dead) workers.
 OUTBOX_HAS_WORK = """
-SELECT EXISTS (
-    SELECT 1 FROM automate_outbox_job
-    WHERE status = 'PENDING' OR (status = 'CLAIMED' AND lease_expires_at < now())
-)
+SELECT EXISTS (SELECT 1 FROM automate_outbox_job WHERE status IN ('PENDING', 'CLAIMED'))
 """
 
 # ---------------------------------------------------------------------------------------------------

@@ -282,38 +282,43 @@ class Executor:
         max_retries = step.max_retries if step.max_retries is not None else self.cfg.max_retries
         timeout = step.timeout_seconds or self.cfg.step_timeout
         while True:
-            started = _now()
-            self.recorder.step(StepRow(row_id, step.id, attempt, job.id, "RUNNING", started))
-            try:
-                output = await self._attempt(job, run, step, ctx, secrets, attempt, timeout, settings)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                transient, asked_delay = classify_failure(exc)
-                error = _error_text(exc, secrets.redactor)
-                retry = transient and attempt <= max_retries
-                status = "RETRYING" if retry else "FAILED"
-                self.recorder.step(StepRow(row_id, step.id, attempt, job.id, status, started, _now(), None, error))
-                if not retry:
-                    raise _StepFailed(step.id, error) from None
-                delay = compute_delay(step.retry, attempt, retry_after=asked_delay)
-                log.info(
-                    "automate.step.retry_scheduled",
-                    extra={"run_id": str(row_id), "step": step.id, "attempt": attempt, "delay_s": delay},
+            failure: Exception | None = None
+            async with self.semaphore:  # held for the attempt only, never across a retry wait
+                started = _now()
+                self.steps_started += 1
+                self.recorder.step(StepRow(row_id, step.id, attempt, job.id, "RUNNING", started))
+                try:
+                    output = await self._attempt(run, step, ctx, secrets, attempt, timeout, settings)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failure = exc
+            if failure is None:
+                stored = secrets.redactor.redact(output)
+                self.recorder.step(
+                    StepRow(row_id, step.id, attempt, job.id, "SUCCEEDED", started, _now(), stored)
                 )
-                if delay > self.cfg.park_after:
-                    raise _Park(delay, f"step {step.id!r} waiting {delay:.1f}s to retry: {error}") from None
-                await asyncio.sleep(delay)
-                attempt += 1
-                continue
-            stored = secrets.redactor.redact(output)
-            self.recorder.step(StepRow(row_id, step.id, attempt, job.id, "SUCCEEDED", started, _now(), stored))
-            ctx["steps"][step.id] = {"output": output, "status": "SUCCEEDED"}
-            return
+                ctx["steps"][step.id] = {"output": output, "status": "SUCCEEDED"}
+                return
+            transient, asked_delay = classify_failure(failure)
+            error = _error_text(failure, secrets.redactor)
+            retry = transient and attempt <= max_retries
+            status = "RETRYING" if retry else "FAILED"
+            self.recorder.step(StepRow(row_id, step.id, attempt, job.id, status, started, _now(), None, error))
+            if not retry:
+                raise _StepFailed(step.id, error)
+            delay = compute_delay(step.retry, attempt, retry_after=asked_delay)
+            log.info(
+                "automate.step.retry_scheduled",
+                extra={"run_id": str(row_id), "step": step.id, "attempt": attempt, "delay_s": delay},
+            )
+            if delay > self.cfg.park_after:
+                raise _Park(delay, f"step {step.id!r} waiting {delay:.1f}s to retry: {error}")
+            await asyncio.sleep(delay)
+            attempt += 1
 
     async def _attempt(
         self,
-        job: ClaimedJob,
         run: _Run,
         step: StepSpec,
         ctx: dict[str, Any],
@@ -333,10 +338,8 @@ class Executor:
             f"automate.step {step.id}",
             attributes={"automate.step": step.id, "automate.connector": step.type, "automate.attempt": attempt},
         ) as span:
-            async with self.semaphore:
-                self.steps_started += 1
-                async with asyncio.timeout(limit_s):
-                    output = await connector.run(config, step_ctx)
+            async with asyncio.timeout(limit_s):
+                output = await connector.run(config, step_ctx)
             try:
                 orjson.dumps(output)
             except TypeError as exc:

@@ -64,7 +64,9 @@ class Listener:
                 failures = 0
 
     async def _session(self) -> None:
-        conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True, connect_timeout=10)
+        conn = await psycopg.AsyncConnection.connect(
+            self.conninfo, autocommit=True, connect_timeout=10, application_name="automate-listener"
+        )
         async with conn:
             for channel in self.channels:
                 await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))

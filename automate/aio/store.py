@@ -147,7 +147,7 @@ class PgStore:
             min_size=1,
             max_size=pool_size,
             open=False,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "application_name": "automate-worker"},
             configure=_configure,
             name="automate-worker",
         )
