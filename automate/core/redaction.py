@@ -34,7 +34,8 @@ Three things are redacted:
    key ids (``AKIA``/``ASIA``), PEM private-key blocks, the password of a URL
    (``https://user:[REDACTED]@host``), and ``name=value`` / ``name: value`` / ``"name": "value"`` pairs
    whose *name* is sensitive by the key rule above (query strings, log lines, the repr of a dict, a JSON
-   document held as a string, a ``Cookie:`` header line). Only the sensitive span is replaced. In free
+   document held as a string, a ``Cookie:`` header line; but not a ``$secret:NAME`` reference, which holds
+   no value). Only the sensitive span is replaced. In free
    text a name is found through one of :data:`_KV_ANCHORS` (``pass``, ``token``, ``key``, ``sess``...)
    and widened to the whole name around it; an extra key is found through its first three letters.
 
@@ -231,6 +232,15 @@ class Redactor:
     ``min_secret_length``: literal values shorter than this are ignored (default 4).
     """
 
+    _anchors: tuple[str, ...]
+    _clean: set[str]
+    _extra_keys: tuple[str, ...]
+    _key_cache: dict[str, tuple[str, bool]]
+    _min_scan: int
+    _min_secret_length: int
+    _secret_rx: re.Pattern[str] | None
+    _secrets: frozenset[str]
+    _user_rx: tuple[re.Pattern[str], ...]
     __slots__ = (
         "_anchors",
         "_clean",
@@ -423,7 +433,9 @@ class Redactor:
                 if end < n and text[end] in _KV_FOLLOW and start not in seen:
                     seen.add(start)
                     name = text[start:end]
-                    if self._key(name)[1]:
+                    if start > 0 and text[start - 1] == "$" and name == "secret":
+                        pass  # a "$secret:NAME" reference names a secret, it holds no value
+                    elif self._key(name)[1]:
                         m = None
                         if normalize_key(name) in _COOKIE_NAMES:
                             m = _COOKIE_VALUE_RX.match(text, end)
