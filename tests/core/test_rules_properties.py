@@ -58,7 +58,7 @@ def r_num_str(x: float) -> str:
     if x == int(x) and abs(x) < 1e21:
         return str(int(x))
     d = Decimal(repr(float(x)))
-    if 1e-7 <= abs(x) < 1e21:
+    if 1e-6 <= abs(x) < 1e21:  # JavaScript switches to exponents below 1e-6
         return format(d, "f")
     return format(d, "e").replace("e-0", "e-").replace("e+0", "e+")
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from automate.core.rules.coerce import MAX_SAFE, is_array, to_string, truthy
+from automate.core.rules.build_logic import returns_bool
+from automate.core.rules.coerce import MAX_SAFE, is_array, strict_eq, to_string, truthy
 from automate.core.rules.limits import charge_items
-from automate.core.rules.ops import op_add, op_in, op_mul, op_sub
+from automate.core.rules.ops import MISSING, lookup, op_add, op_in, op_missing, op_mul, op_sub, split_path
 
 if TYPE_CHECKING:
     from automate.core.rules.compiler import CompileContext, Fn
@@ -59,9 +60,8 @@ def _b_sub(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext)
 def _b_in(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
     needle, haystack = args
     f_needle = ctx.compile(needle, paths[0])
-    if is_array(haystack) and haystack and all(type(item) is str for item in haystack):
-        strings = frozenset(haystack)  # strict equality with strings only ever matches a str
-        return lambda d: (x in strings) if type(x := f_needle(d)) is str else False
+    if is_array(haystack) and haystack and all(type(item) in _PRIMITIVES for item in haystack):
+        return _in_literals(f_needle, haystack)
     if type(haystack) is str:
         text = haystack
         if not text:
@@ -70,6 +70,56 @@ def _b_in(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) 
     ctx.uses_budget = True
     f_haystack = ctx.compile(haystack, paths[1])
     return lambda d: op_in([f_needle(d), f_haystack(d)], d, op_path)
+
+
+_PRIMITIVES = (type(None), bool, int, float, str)
+
+
+def _in_literals(f_needle: Fn, haystack: list[Any]) -> Fn:
+    """``in`` over a literal array of primitives: set lookups per JavaScript type (``===`` semantics)."""
+    strings = frozenset(item for item in haystack if type(item) is str)
+    numbers = frozenset(item for item in haystack if type(item) is int or type(item) is float)
+    booleans = frozenset(item for item in haystack if type(item) is bool)
+    has_null = any(item is None for item in haystack)
+    if not numbers and not booleans and not has_null:
+        return lambda d: (x in strings) if type(x := f_needle(d)) is str else False
+    items = list(haystack)
+
+    def member(d: Any) -> bool:
+        x = f_needle(d)
+        kind = type(x)
+        if kind is str:
+            return x in strings
+        if kind is int or kind is float:
+            return x in numbers  # NaN is in no set, as NaN === NaN is false
+        if kind is bool:
+            return x in booleans
+        if x is None:
+            return has_null
+        if kind is list or kind is tuple or kind is dict:
+            return False  # never strictly equal to a primitive
+        return any(strict_eq(x, item) for item in items)  # other number/str types
+
+    return member
+
+
+def _b_missing(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
+    keys = args[0] if len(args) == 1 and is_array(args[0]) else args
+    if not all(type(key) is str or type(key) is int for key in keys):
+        ctx.uses_budget = True
+        fs = ctx.compile_all(args, paths)
+        return lambda d: op_missing([f(d) for f in fs], d, op_path)
+    lookups = [(key, split_path(key)) for key in keys]  # literal keys: bounded by the rule's size
+
+    def missing(d: Any) -> list[Any]:
+        out = []
+        for key, parts in lookups:
+            value = d if parts is None else lookup(d, parts)
+            if value is None or value is MISSING or (type(value) is str and not value):
+                out.append(key)
+        return out
+
+    return missing
 
 
 # -- iteration ---------------------------------------------------------------------------------------
@@ -95,12 +145,15 @@ def _b_map(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext)
 
 def _b_filter(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
     source, logic = _scoped(args, paths, ctx)
+    exact = returns_bool(args[1])
 
     def filtered(d: Any) -> list[Any]:
         items = source(d)
         if not is_array(items):
             return []
         charge_items(len(items), "filter", op_path)
+        if exact:
+            return [item for item in items if logic(item)]
         return [item for item in items if truthy(logic(item))]
 
     return filtered
@@ -123,33 +176,32 @@ def _b_reduce(args: list[Any], paths: list[str], op_path: str, ctx: CompileConte
     return reduced
 
 
-def _b_all(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
-    source, logic = _scoped(args, paths, ctx)
+def _b_quantifier(op: str) -> Builder:
+    """``all`` (stops at the first falsy element), ``some`` and ``none`` (stop at the first truthy one)."""
+    empty = op == "none"  # the answer for an empty array or a non-array
+    stop_on = op == "all"  # all stops when an element is *not* truthy
+    found_answer = op == "some"  # what some/none answer on finding a truthy element
 
-    def every(d: Any) -> bool:
-        items = source(d)
-        if not is_array(items) or not items:
-            return False  # JSONLogic: "all" of an empty array is false
-        charge_items(len(items), "all", op_path)
-        return all(truthy(logic(item)) for item in items)
-
-    return every
-
-
-def _b_some(negate: bool) -> Builder:
     def build(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
         source, logic = _scoped(args, paths, ctx)
-        name = "none" if negate else "some"
+        test = logic if returns_bool(args[1]) else (lambda item: truthy(logic(item)))
 
-        def some(d: Any) -> bool:
+        def quantified(d: Any) -> bool:
             items = source(d)
-            if not is_array(items):
-                return negate
-            charge_items(len(items), name, op_path)
-            found = any(truthy(logic(item)) for item in items)
-            return not found if negate else found
+            if not is_array(items) or not items:
+                return empty
+            charge_items(len(items), op, op_path)
+            if stop_on:
+                for item in items:  # noqa: SIM110 - a loop beats all()/any() over a generator
+                    if not test(item):
+                        return False
+                return True
+            for item in items:
+                if test(item):
+                    return found_answer
+            return not found_answer
 
-        return some
+        return quantified
 
     return build
 
@@ -159,10 +211,11 @@ BUILDERS: dict[str, Builder] = {
     "*": _arith(op_mul, lambda x, y: x * y),
     "-": _b_sub,
     "in": _b_in,
+    "missing": _b_missing,
     "map": _b_map,
     "filter": _b_filter,
     "reduce": _b_reduce,
-    "all": _b_all,
-    "some": _b_some(negate=False),
-    "none": _b_some(negate=True),
+    "all": _b_quantifier("all"),
+    "some": _b_quantifier("some"),
+    "none": _b_quantifier("none"),
 }

@@ -89,6 +89,28 @@ def _b_var(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext)
 
 # -- control -----------------------------------------------------------------------------------------
 
+_BOOL_OPS = frozenset({"==", "!=", "===", "!==", "<", "<=", ">", ">=", "!", "!!", "in", "all", "some", "none"})
+
+
+def returns_bool(rule: Any) -> bool:
+    """Whether ``rule`` always evaluates to True or False (so plain Python truth tests are exact)."""
+    if type(rule) is bool:
+        return True
+    if type(rule) is not dict or len(rule) != 1:
+        return False
+    ((op, raw),) = rule.items()
+    if op in _BOOL_OPS:
+        return True
+    args = raw if isinstance(raw, list | tuple) else [raw]
+    if op in ("and", "or"):
+        return bool(args) and all(returns_bool(arg) for arg in args)
+    if op in ("if", "?:"):
+        branches = [args[i] for i in range(1, len(args), 2)]
+        if len(args) % 2:
+            branches.append(args[-1])
+        return len(args) > 1 and len(args) % 2 == 1 and all(returns_bool(b) for b in branches)
+    return False
+
 
 def _b_if(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
     fs = ctx.compile_all(args, paths)
@@ -99,6 +121,8 @@ def _b_if(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) 
     if len(fs) in (2, 3):
         cond, then = fs[0], fs[1]
         other = fs[2] if len(fs) == 3 else _const(None)
+        if returns_bool(args[0]):
+            return lambda d: then(d) if cond(d) else other(d)
 
         def ternary(d: Any) -> Any:
             v = cond(d)
@@ -124,6 +148,21 @@ def _b_and(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext)
     fs = ctx.compile_all(args, paths)
     if len(fs) == 1:
         return fs[0]
+    if all(returns_bool(arg) for arg in args):  # booleans only: Python's "and" is exact
+        if len(fs) == 2:
+            b0, b1 = fs
+            return lambda d: b0(d) and b1(d)
+        if len(fs) == 3:
+            b0, b1, b2 = fs
+            return lambda d: b0(d) and b1(d) and b2(d)
+
+        def all_true(d: Any) -> bool:
+            for f in fs:  # noqa: SIM110 - a loop beats all()/any() over a generator
+                if not f(d):
+                    return False
+            return True
+
+        return all_true
     if len(fs) == 2:
         f0, f1 = fs
 
@@ -150,6 +189,21 @@ def _b_or(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) 
     fs = ctx.compile_all(args, paths)
     if len(fs) == 1:
         return fs[0]
+    if all(returns_bool(arg) for arg in args):
+        if len(fs) == 2:
+            b0, b1 = fs
+            return lambda d: b0(d) or b1(d)
+        if len(fs) == 3:
+            b0, b1, b2 = fs
+            return lambda d: b0(d) or b1(d) or b2(d)
+
+        def any_true(d: Any) -> bool:
+            for f in fs:  # noqa: SIM110 - a loop beats all()/any() over a generator
+                if f(d):
+                    return True
+            return False
+
+        return any_true
     if len(fs) == 2:
         f0, f1 = fs
 
@@ -174,11 +228,15 @@ def _b_or(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) 
 
 def _b_not(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
     (f,) = ctx.compile_all(args, paths)
+    if returns_bool(args[0]):
+        return lambda d: not f(d)
     return lambda d: not truthy(f(d))
 
 
 def _b_truthy(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
     (f,) = ctx.compile_all(args, paths)
+    if returns_bool(args[0]):
+        return f
     return lambda d: truthy(f(d))
 
 

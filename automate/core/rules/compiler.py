@@ -15,7 +15,7 @@ from automate.core.errors import RuleLimitError
 from automate.core.rules.build_data import BUILDERS as _DATA_BUILDERS
 from automate.core.rules.build_logic import BUILDERS as _LOGIC_BUILDERS
 from automate.core.rules.coerce import truthy
-from automate.core.rules.limits import DEFAULT_LIMITS, Budget, Limits, current_budget
+from automate.core.rules.limits import DEFAULT_LIMITS, Limits, begin
 from automate.core.rules.ops import EAGER
 from automate.core.rules.validate import RuleInfo, check, op_args
 
@@ -91,14 +91,10 @@ class CompiledRule:
         self.uses_budget = uses_budget
 
     def __call__(self, data: Any = None) -> Any:
+        if self.uses_budget:
+            begin(self.limits)
         try:
-            if not self.uses_budget:
-                return self._fn(data)
-            token = current_budget.set(Budget(self.limits))
-            try:
-                return self._fn(data)
-            finally:
-                current_budget.reset(token)
+            return self._fn(data)
         except RecursionError:
             raise RuleLimitError("evaluation recursed too deeply", "$") from None
 

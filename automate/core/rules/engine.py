@@ -8,7 +8,6 @@ which also makes validation report it properly.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
@@ -23,7 +22,7 @@ from automate.core.rules.limits import DEFAULT_LIMITS, Limits
 __all__ = ["CACHE_SIZE", "apply", "cache_clear", "cache_info", "evaluate", "get_compiled"]
 
 CACHE_SIZE = 2048
-_DIGEST_OVER = 512  # keys longer than this many bytes are stored as a 20-byte digest
+_DIGEST_OVER = 4096  # keys longer than this many bytes are stored as a 20-byte BLAKE2b digest
 _OPTIONS = (
     orjson.OPT_SORT_KEYS
     | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -53,8 +52,10 @@ def get_compiled(rule: Any, *, limits: Limits = DEFAULT_LIMITS) -> CompiledRule:
         return compile_rule(rule, limits=limits)
     compiled = _cache.get(key)
     if compiled is not None:
-        with contextlib.suppress(KeyError):  # evicted by another thread meanwhile: still valid
+        try:  # noqa: SIM105 - hot path: contextlib.suppress costs more than the lookup itself
             _cache.move_to_end(key)
+        except KeyError:  # evicted by another thread meanwhile: still a valid compiled rule
+            pass
         return compiled
     compiled = compile_rule(rule, limits=limits)  # raises for an invalid rule: nothing is cached
     with _lock:
@@ -83,4 +84,5 @@ def apply(rule: Any, data: Any = None, *, limits: Limits = DEFAULT_LIMITS) -> An
 
 def evaluate(rule_spec: Any, context: Any = None, *, limits: Limits = DEFAULT_LIMITS) -> bool:
     """Whether ``context`` matches ``rule_spec``: JSONLogic truthiness of ``apply``."""
-    return truthy(get_compiled(rule_spec, limits=limits)(context))
+    value = get_compiled(rule_spec, limits=limits)(context)
+    return value if (value is True or value is False) else truthy(value)

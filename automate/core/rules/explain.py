@@ -23,7 +23,7 @@ from typing import Any
 from automate.core.errors import RuleLimitError
 from automate.core.rules.coerce import is_array, truthy
 from automate.core.rules.compiler import CompileContext, Fn, arg_paths, compile_node
-from automate.core.rules.limits import DEFAULT_LIMITS, Budget, Limits, charge_items, current_budget
+from automate.core.rules.limits import DEFAULT_LIMITS, Limits, begin, charge_items
 from automate.core.rules.ops import EAGER
 from automate.core.rules.validate import check
 
@@ -190,10 +190,8 @@ def explain(
     ``tree["passed"]`` is what ``evaluate`` returns and ``tree["value"]`` what ``apply`` returns.
     """
     check(rule_spec, limits)
-    token = current_budget.set(Budget(limits))
+    begin(limits)
     try:
         return _Explainer(shown).node(rule_spec, context, "$")
     except RecursionError:
         raise RuleLimitError("evaluation recursed too deeply", "$") from None
-    finally:
-        current_budget.reset(token)

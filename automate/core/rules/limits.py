@@ -2,17 +2,17 @@
 
 Static limits (depth, node count) are checked once, when a rule is validated or compiled. Dynamic
 limits (element visits by map/filter/reduce/all/some/none/missing, and the size of strings and arrays
-built by cat/merge/map/filter) are charged against a budget that lives for one evaluation.
+built by cat/merge) are charged against a budget that lives for one evaluation.
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+import threading
 from dataclasses import dataclass
 
 from automate.core.errors import RuleLimitError
 
-__all__ = ["DEFAULT_LIMITS", "Budget", "Limits", "charge_items", "charge_output", "current_budget"]
+__all__ = ["DEFAULT_LIMITS", "Budget", "Limits", "begin", "charge_items", "charge_output"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,34 +26,52 @@ class Limits:
     max_iterations: int = 1_000_000
     """Most array elements that iteration operators may visit during one evaluation, all nested."""
     max_value_size: int = 1_000_000
-    """Longest string or array that one cat/merge/map/filter may build."""
+    """Longest string or array that one cat/merge may build (map/filter output is bounded by iterations)."""
     max_output: int = 10_000_000
-    """Total characters and elements that cat/merge/map/filter may build during one evaluation."""
+    """Total characters and elements that cat/merge may build during one evaluation."""
 
 
 DEFAULT_LIMITS = Limits()
 
 
 class Budget:
-    """What is left of one evaluation's allowance. Created per evaluation, never shared."""
+    """What is left of the current evaluation's allowance (one per thread, reset by ``begin``)."""
 
     __slots__ = ("iterations", "limits", "output")
 
     def __init__(self, limits: Limits) -> None:
+        self.reset(limits)
+
+    def reset(self, limits: Limits) -> None:
         self.limits = limits
         self.iterations = limits.max_iterations
         self.output = limits.max_output
 
 
-_CURRENT: ContextVar[Budget | None] = ContextVar("automate_rules_budget", default=None)
-current_budget = _CURRENT
+# One budget per thread. An evaluation is synchronous and runs on one thread from start to end, so
+# a thread-local (not a ContextVar, whose values asyncio.to_thread copies into other threads) is the
+# right scope, and resetting its counters is cheaper than allocating and installing a new object.
+_state = threading.local()
+
+
+def begin(limits: Limits) -> Budget:
+    """Start an evaluation on this thread: a full allowance under ``limits``."""
+    try:
+        budget: Budget = _state.budget
+    except AttributeError:
+        budget = _state.budget = Budget(limits)
+        return budget
+    budget.limits = limits
+    budget.iterations = limits.max_iterations
+    budget.output = limits.max_output
+    return budget
 
 
 def _budget() -> Budget:
-    budget = _CURRENT.get()
-    if budget is None:  # called outside an evaluation: a throwaway allowance, never stored
-        budget = Budget(DEFAULT_LIMITS)
-    return budget
+    try:
+        return _state.budget
+    except AttributeError:  # charged outside any evaluation: a throwaway allowance
+        return Budget(DEFAULT_LIMITS)
 
 
 def charge_items(count: int, op: str, path: str) -> None:
