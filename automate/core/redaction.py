@@ -234,6 +234,7 @@ class Redactor:
 
     _anchors: tuple[str, ...]
     _clean: set[str]
+    _rules_clean: set[str]
     _extra_keys: tuple[str, ...]
     _key_cache: dict[str, tuple[str, bool]]
     _min_scan: int
@@ -248,6 +249,7 @@ class Redactor:
         "_key_cache",
         "_min_scan",
         "_min_secret_length",
+        "_rules_clean",
         "_secret_rx",
         "_secrets",
         "_user_rx",
@@ -277,7 +279,10 @@ class Redactor:
         init(self, "_secret_rx", _compile_secrets(values, min_secret_length))
         init(self, "_min_scan", 1 if user_rx else min(_MIN_PATTERN_LEN, min_secret_length))
         init(self, "_key_cache", {})
+        # Strings known to come out unchanged: under everything (own), and under the key and pattern rules
+        # alone (shared with every redactor derived by with_secrets, so a run's new redactor starts warm).
         init(self, "_clean", set())
+        init(self, "_rules_clean", self._clean if not values else set())
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -312,7 +317,11 @@ class Redactor:
         new = {v for v in values if isinstance(v, str) and len(v) >= self._min_secret_length}
         if new <= self._secrets:
             return self
-        return Redactor(self._extra_keys, self._user_rx, self._secrets | new, min_secret_length=self._min_secret_length)
+        derived = Redactor(
+            self._extra_keys, self._user_rx, self._secrets | new, min_secret_length=self._min_secret_length
+        )
+        object.__setattr__(derived, "_rules_clean", self._rules_clean)
+        return derived
 
     # -- keys -------------------------------------------------------------------------------------------
 
@@ -333,7 +342,8 @@ class Redactor:
         if hit is not None:
             return hit
         result = (self.redact_str(key), self.is_sensitive_key(key))
-        if len(key) <= _CLEAN_MAX_LEN:
+        # A key that holds a secret is not remembered (it is redacted again next time, which is rare).
+        if len(key) <= _CLEAN_MAX_LEN and result[0] is key:
             if len(cache) >= _CACHE_MAX:
                 cache.clear()
             cache[key] = result
@@ -359,22 +369,8 @@ class Redactor:
         if len(text) < self._min_scan:
             return text
         short = len(text) <= _CLEAN_MAX_LEN
-        clean = self._clean
-        if short and text in clean:
+        if short and text in self._clean:
             return text
-        spans = self._spans(text)
-        if not spans:
-            # Only strings the redactor emits unchanged are remembered, so this cache never holds
-            # anything it found sensitive.
-            if short:
-                if len(clean) >= _CACHE_MAX:
-                    clean.clear()
-                clean.add(text)
-            return text
-        return _apply(text, spans)
-
-    def _spans(self, text: str) -> list[tuple[int, int]]:
-        """Every (start, end) span of ``text`` to replace; they may overlap (``_apply`` merges them)."""
         spans: list[tuple[int, int]] = []
         secret_rx = self._secret_rx
         if secret_rx is not None:
@@ -384,6 +380,21 @@ class Redactor:
             while m is not None:
                 spans.append(m.span())
                 m = secret_rx.search(text, m.start() + 1)
+        if spans or not short or text not in self._rules_clean:
+            self._pattern_spans(text, spans)
+        if not spans:
+            # Only strings the redactor emits unchanged are remembered, so these caches never hold
+            # anything it found sensitive.
+            if short:
+                for clean in (self._clean, self._rules_clean):
+                    if len(clean) >= _CACHE_MAX:
+                        clean.clear()
+                    clean.add(text)
+            return text
+        return _apply(text, spans)
+
+    def _pattern_spans(self, text: str, spans: list[tuple[int, int]]) -> None:
+        """Add the (start, end) spans the key and value patterns find; spans may overlap (merged later)."""
         if len(text) >= _MIN_PATTERN_LEN:
             if "://" in text:
                 spans.extend(m.span("v") for m in _URL_RX.finditer(text))
@@ -414,7 +425,6 @@ class Redactor:
                     spans.append(m.span("secret"))
                 elif m.end() > m.start():
                     spans.append(m.span())
-        return spans
 
     def _kv_spans(self, text: str, low: str, spans: list[tuple[int, int]]) -> None:
         """Spans of the values of ``name=value`` / ``name: value`` pairs whose name is sensitive."""

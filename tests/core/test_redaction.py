@@ -285,6 +285,16 @@ def test_with_secrets_returns_a_new_redactor_and_keeps_the_rules() -> None:
         base.with_secrets(SECRET_A)  # a string is not a list of secrets
 
 
+def test_strings_the_base_found_clean_are_still_scrubbed_of_run_secrets() -> None:
+    base = Redactor()
+    text = f"hello {SECRET_B}"
+    assert base.redact(text) == text  # now remembered as clean by the base (and its derived redactors)
+    scoped = base.with_secrets([SECRET_B])
+    assert scoped.redact(text) == f"hello {REDACTED}"
+    assert scoped.redact({text: text}) == {f"hello {REDACTED}": f"hello {REDACTED}"}
+    assert base.redact(text) == text
+
+
 def test_redactor_is_immutable_and_its_repr_shows_no_secret() -> None:
     r = Redactor().with_secrets([SECRET_A])
     with pytest.raises(AttributeError):
