@@ -1,14 +1,15 @@
-"""Limits against abusive rules: depth, size, iteration work, built output, deep data."""
+"""Limits against abusive rules (depth, size, iteration work, built output, deep data) and the bounded cache."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
 
 import pytest
 
-from automate.core.rules import DEFAULT_LIMITS, Limits, compile_rule
+from automate.core.rules import DEFAULT_LIMITS, Limits, cache_clear, cache_info, compile_rule, engine, get_compiled
 from automate.rules import RuleLimitError, apply, evaluate, explain, explain_text, validate
 
 
@@ -206,3 +207,51 @@ def test_moderately_nested_data_is_fine() -> None:
     data = {"a": nested_lists(150), "b": nested_lists(150)}
     assert apply({"===": [{"var": "a"}, {"var": "b"}]}, data) is True
     assert apply({"cat": [{"var": "a"}]}, data) == "1"
+
+
+# -- the compiled-rule cache --------------------------------------------------------------------------
+
+
+def test_equal_rules_share_one_compilation() -> None:
+    cache_clear()
+    first = {"and": [{"==": [{"var": "a"}, 1]}, {"in": [{"var": "b"}, ["x", "y"]]}]}
+    second = json.loads(json.dumps(first))  # equal, but a different object
+    assert get_compiled(first) is get_compiled(second)
+    assert apply(second, {"a": 1, "b": "y"}) is True
+    assert cache_info()["misses"] == 1
+    assert get_compiled({"==": [{"var": "a"}, True]}) is not get_compiled({"==": [{"var": "a"}, 1]})
+
+
+def test_cache_is_lru_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache_clear()
+    monkeypatch.setattr(engine, "CACHE_SIZE", 3)
+    rules = [{"+": [index, 1]} for index in range(4)]
+    for rule in rules[:3]:
+        apply(rule)
+    apply(rules[0])  # now the most recently used
+    apply(rules[3])  # evicts rules[1], the least recently used
+    assert cache_info()["size"] == 3
+    misses = cache_info()["misses"]
+    apply(rules[0])
+    apply(rules[2])
+    assert cache_info()["misses"] == misses
+    apply(rules[1])
+    assert cache_info()["misses"] == misses + 1
+
+
+def test_cache_is_bounded_in_key_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache_clear()
+    monkeypatch.setattr(engine, "CACHE_KEY_BYTES", 1_000)
+    for index in range(50):
+        apply({"cat": [str(index), "x" * 100]})
+    info = cache_info()
+    assert 0 < info["key_bytes"] <= 1_000
+    assert info["size"] < 10
+
+
+def test_custom_limits_get_their_own_cache_entry() -> None:
+    rule = {"map": [{"var": "xs"}, 1]}
+    assert apply(rule, {"xs": [0] * 20}) == [1] * 20
+    with pytest.raises(RuleLimitError):
+        apply(rule, {"xs": [0] * 20}, limits=Limits(max_iterations=10))
+    assert apply(rule, {"xs": [0] * 20}) == [1] * 20

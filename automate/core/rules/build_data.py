@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from automate.core.rules.build_logic import returns_bool
 from automate.core.rules.coerce import MAX_SAFE, is_array, strict_eq, to_string, truthy
-from automate.core.rules.limits import charge_items
-from automate.core.rules.ops import MISSING, lookup, op_add, op_in, op_missing, op_mul, op_sub, split_path
+from automate.core.rules.limits import SMALL_OUTPUT, charge_items, charge_output
+from automate.core.rules.ops import op_add, op_in, op_missing, op_mul, op_sub
 
 if TYPE_CHECKING:
     from automate.core.rules.compiler import CompileContext, Fn
@@ -109,17 +109,31 @@ def _b_missing(args: list[Any], paths: list[str], op_path: str, ctx: CompileCont
         ctx.uses_budget = True
         fs = ctx.compile_all(args, paths)
         return lambda d: op_missing([f(d) for f in fs], d, op_path)
-    lookups = [(key, split_path(key)) for key in keys]  # literal keys: bounded by the rule's size
+    # literal keys (bounded by the rule's size): one compiled var lookup each; absent reads as null
+    getters = [(key, ctx.compile({"var": key}, op_path)) for key in keys]
 
     def missing(d: Any) -> list[Any]:
         out = []
-        for key, parts in lookups:
-            value = d if parts is None else lookup(d, parts)
-            if value is None or value is MISSING or (type(value) is str and not value):
+        for key, get in getters:
+            value = get(d)
+            if value is None or (type(value) is str and not value):
                 out.append(key)
         return out
 
     return missing
+
+
+def _b_cat(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
+    fs = ctx.compile_all(args, paths)
+    ctx.uses_budget = True
+
+    def cat(d: Any) -> str:
+        out = "".join([v if type(v := f(d)) is str else ("" if v is None else to_string(v)) for f in fs])
+        if len(out) >= SMALL_OUTPUT:
+            charge_output(len(out), "cat", op_path)
+        return out
+
+    return cat
 
 
 # -- iteration ---------------------------------------------------------------------------------------
@@ -212,6 +226,7 @@ BUILDERS: dict[str, Builder] = {
     "-": _b_sub,
     "in": _b_in,
     "missing": _b_missing,
+    "cat": _b_cat,
     "map": _b_map,
     "filter": _b_filter,
     "reduce": _b_reduce,

@@ -91,8 +91,6 @@ class CompiledRule:
         self.uses_budget = uses_budget
 
     def __call__(self, data: Any = None) -> Any:
-        if self.uses_budget:
-            begin(self.limits)
         try:
             return self._fn(data)
         except RecursionError:
@@ -106,9 +104,23 @@ class CompiledRule:
         return f"<CompiledRule nodes={self.info.nodes} depth={self.info.depth}>"
 
 
+class _BudgetedRule(CompiledRule):
+    """A compiled rule with operators that charge the budget: each call starts a full allowance."""
+
+    __slots__ = ()
+
+    def __call__(self, data: Any = None) -> Any:
+        begin(self.limits)
+        try:
+            return self._fn(data)
+        except RecursionError:
+            raise RuleLimitError("evaluation recursed too deeply", "$") from None
+
+
 def compile_rule(rule: Any, *, limits: Limits = DEFAULT_LIMITS) -> CompiledRule:
     """Validate and compile ``rule`` (no caching; see ``engine.get_compiled`` for the cached path)."""
     info = check(rule, limits)
     ctx = CompileContext()
     fn = compile_node(rule, "$", ctx)
-    return CompiledRule(fn, info, limits, ctx.uses_budget)
+    kind = _BudgetedRule if ctx.uses_budget else CompiledRule
+    return kind(fn, info, limits, ctx.uses_budget)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from automate.core.errors import RuleLimitError
 
-__all__ = ["DEFAULT_LIMITS", "Budget", "Limits", "begin", "charge_items", "charge_output"]
+__all__ = ["DEFAULT_LIMITS", "SMALL_OUTPUT", "Budget", "Limits", "begin", "charge_items", "charge_output"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,10 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+SMALL_OUTPUT = 32
+"""Built strings and arrays shorter than this are not charged to the output budget: how many of them
+an evaluation builds is bounded by the rule's size and the iteration budget. Longer ones are."""
 
 
 class Budget:

@@ -26,7 +26,7 @@ from automate.core.rules.coerce import (
     to_string,
     truthy,
 )
-from automate.core.rules.limits import charge_items, charge_output
+from automate.core.rules.limits import SMALL_OUTPUT, charge_items, charge_output
 
 __all__ = ["ARITY", "CONTROL", "EAGER", "ITERATION", "MISSING", "lookup", "split_path"]
 
@@ -312,7 +312,8 @@ def op_max(values: list[Any], data: Any, path: str) -> int | float:
 
 def op_cat(values: list[Any], data: Any, path: str) -> str:
     out = "".join(value if type(value) is str else ("" if value is None else to_string(value)) for value in values)
-    charge_output(len(out), "cat", path)
+    if len(out) >= SMALL_OUTPUT:
+        charge_output(len(out), "cat", path)
     return out
 
 
@@ -355,7 +356,8 @@ def op_merge(values: list[Any], data: Any, path: str) -> list[Any]:
             out.extend(value)
         else:
             out.append(value)
-    charge_output(len(out), "merge", path)
+    if len(out) >= SMALL_OUTPUT:
+        charge_output(len(out), "merge", path)
     return out
 
 
