@@ -64,12 +64,16 @@ def publish(
         if name and workflow.name != name:
             workflow.name = name
             workflow.save(update_fields=["name", "updated_at"])
+        trigger_json, steps_json = trigger.model_dump(mode="json"), parsed.model_dump(mode="json")
+        current = workflow.versions.order_by("-version_num").first()
+        if current is not None and (current.trigger_spec, current.steps) == (trigger_json, steps_json):
+            return current  # unchanged: publishing again creates no new version
         latest = workflow.versions.aggregate(n=Max("version_num"))["n"] or 0
         version = WorkflowVersion(
             workflow=workflow,
             version_num=latest + 1,
-            trigger_spec=trigger.model_dump(mode="json"),
-            steps=parsed.model_dump(mode="json"),
+            trigger_spec=trigger_json,
+            steps=steps_json,
             created_by=created_by,
         )
         version.save()

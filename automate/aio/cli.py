@@ -70,14 +70,6 @@ def build_config(args: argparse.Namespace) -> Any:
     )
 
 
-def _setup_tracing() -> None:
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.settings:
@@ -94,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"automate-aio-worker: {exc}", file=sys.stderr)
         return 2
-    _setup_tracing()
     host = cfg.conninfo.split("host=")[-1].split()[0] if "host=" in cfg.conninfo else "local"
     print(
         f"automate-aio-worker {cfg.worker_id} db={host} concurrency={cfg.concurrency} "

@@ -10,6 +10,7 @@ resumed job, steps that SUCCEEDED or were SKIPPED are not run again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -27,12 +28,14 @@ from automate.core.errors import AutomateError
 from automate.core.redaction import Redactor
 from automate.core.specs import StepSpec
 from automate.core.templating import referenced_secrets, render
+from automate.tracing import trace_id_of
 
+from . import tracing
 from .config import WorkerConfig
 from .matcher import VersionEntry, WorkflowCache
 from .recorder import Recorder
 from .store import ClaimedJob, JobStore, RunRow, StepRow
-from .tracing import parent_context, trace_id_hex, tracer
+from .tracing import parent_context, trace_id_hex
 
 __all__ = ["Executor"]
 
@@ -95,13 +98,20 @@ class Executor:
         secrets_cfg = get_settings().SECRETS
         self.base_redactor = Redactor(secrets_cfg.redact_keys, secrets_cfg.redact_patterns)
         self.steps_started = 0
+        self.traced = tracing.tracing_enabled()
 
     # -- a job ---------------------------------------------------------------------------------------
     async def process(self, job: ClaimedJob) -> bool:
         """Run a claimed job to its end (or park it). Returns whether the outcome was written."""
         try:
             runs = await self._plan(job)
-            results = await asyncio.gather(*(self._execute(job, run) for run in runs), return_exceptions=True)
+            if len(runs) == 1:  # the common case, without gather's bookkeeping
+                try:
+                    results: list[Any] = [await self._execute(job, runs[0])]
+                except (_Park, _StepFailed) as exc:
+                    results = [exc]
+            else:
+                results = await asyncio.gather(*(self._execute(job, r) for r in runs), return_exceptions=True)
         except Exception as exc:  # a failure of the runtime itself (database, bug): retry the job later
             log.exception("automate.job.error", extra={"job_id": job.id})
             error = _error_text(exc, self.base_redactor)
@@ -187,19 +197,24 @@ class Executor:
             return None if row.status == "SUCCEEDED" else self._raise_recorded(row)
         version = run.version
         event = job.event
-        parent = parent_context(event.traceparent, event.tracestate) if event else None
-        with tracer.start_as_current_span(
-            f"automate.run {version.slug}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "automate.run_id": str(row.id),
-                "automate.workflow": version.slug,
-                "automate.workflow_version": version.version_num,
-                "automate.job_id": job.id,
-            },
-        ) as span:
-            row.trace_id = row.trace_id or trace_id_hex(span)
+        span_cm: Any = contextlib.nullcontext(None)
+        if self.traced:
+            span_cm = tracing.tracer.start_as_current_span(
+                f"automate.run {version.slug}",
+                context=parent_context(event.traceparent, event.tracestate) if event else None,
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "automate.run_id": str(row.id),
+                    "automate.workflow": version.slug,
+                    "automate.workflow_version": version.version_num,
+                    "automate.job_id": job.id,
+                },
+            )
+        with span_cm as span:
+            if span is not None:
+                row.trace_id = row.trace_id or trace_id_hex(span)
+            elif event is not None:
+                row.trace_id = row.trace_id or trace_id_of(event.traceparent)
             row.status, row.started_at = "RUNNING", row.started_at or _now()
             self.recorder.run(row)
             ctx: dict[str, Any] = {
@@ -216,7 +231,8 @@ class Executor:
                 raise
             except _StepFailed as exc:
                 self._finish_run(row, "FAILED", ctx, redactor, str(exc))
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                if span is not None:
+                    span.set_status(Status(StatusCode.ERROR, str(exc)))
                 raise
             self._finish_run(row, "SUCCEEDED", ctx, redactor, "")
         return None
@@ -226,8 +242,10 @@ class Executor:
         raise _StepFailed("*", f"run {row.id} already {row.status}")
 
     def _finish_run(self, row: RunRow, status: str, ctx: dict[str, Any], redactor: Redactor, error: str) -> None:
-        row.status, row.finished_at, row.error = status, _now(), redactor.redact_str(error)
-        row.outputs = {sid: redactor.redact(s.get("output")) for sid, s in ctx["steps"].items()}
+        row.status, row.finished_at = status, _now()
+        row.error = redactor.redact_str(error) if error else ""
+        # Each step's output was redacted once, when its StepRun was recorded; reuse that copy.
+        row.outputs = {sid: s.get("stored") for sid, s in ctx["steps"].items()}
         self.recorder.run(row)
 
     async def _run_steps(self, job: ClaimedJob, run: _Run, ctx: dict[str, Any]) -> Redactor:
@@ -270,13 +288,13 @@ class Executor:
     ) -> None:
         prior = run.prior.get(step.id)
         if prior is not None and prior.status in _DONE:
-            ctx["steps"][step.id] = {"output": prior.output, "status": prior.status}
+            ctx["steps"][step.id] = {"output": prior.output, "status": prior.status, "stored": prior.output}
             return  # durable progress: never run a completed step again
         attempt = prior.attempts + 1 if prior else 1
         row_id = run.row.id
         if step.when is not None and not rules.evaluate(step.when, ctx):
             self.recorder.step(StepRow(row_id, step.id, attempt, job.id, "SKIPPED", _now(), _now()))
-            ctx["steps"][step.id] = {"output": None, "status": "SKIPPED"}
+            ctx["steps"][step.id] = {"output": None, "status": "SKIPPED", "stored": None}
             return
         settings = get_settings()
         max_retries = step.max_retries if step.max_retries is not None else self.cfg.max_retries
@@ -298,7 +316,7 @@ class Executor:
                 self.recorder.step(
                     StepRow(row_id, step.id, attempt, job.id, "SUCCEEDED", started, _now(), stored)
                 )
-                ctx["steps"][step.id] = {"output": output, "status": "SUCCEEDED"}
+                ctx["steps"][step.id] = {"output": output, "status": "SUCCEEDED", "stored": stored}
                 return
             transient, asked_delay = classify_failure(failure)
             error = _error_text(failure, secrets.redactor)
@@ -334,17 +352,22 @@ class Executor:
         await secrets.load(referenced_secrets(step.config))
         config = render(step.config, ctx, step_id=step.id, resolve_secret=secrets.get)
         step_ctx = StepContext(str(run.row.id), step.id, attempt, run.version.slug, ctx["event"])
-        with tracer.start_as_current_span(
-            f"automate.step {step.id}",
-            attributes={"automate.step": step.id, "automate.connector": step.type, "automate.attempt": attempt},
-        ) as span:
+        span_cm: Any = contextlib.nullcontext(None)
+        if self.traced:
+            span_cm = tracing.tracer.start_as_current_span(
+                f"automate.step {step.id}",
+                attributes={"automate.step": step.id, "automate.connector": step.type, "automate.attempt": attempt},
+            )
+        with span_cm as span:
             async with asyncio.timeout(limit_s):
                 output = await connector.run(config, step_ctx)
-            try:
-                orjson.dumps(output)
-            except TypeError as exc:
-                raise AutomateError(f"output is not JSON-serialisable: {exc}") from None
-            span.set_status(Status(StatusCode.OK))
+            if not isinstance(output, str | int | float | bool | None):
+                try:
+                    orjson.dumps(output)
+                except TypeError as exc:
+                    raise AutomateError(f"output is not JSON-serialisable: {exc}") from None
+            if span is not None:
+                span.set_status(Status(StatusCode.OK))
         return output
 
 

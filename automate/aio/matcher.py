@@ -83,7 +83,8 @@ class WorkflowCache:
     async def match(self, event_type: str, context: dict[str, Any]) -> list[VersionEntry]:
         """The live versions whose trigger matches the event (type glob, then rule)."""
         matched = []
-        for entry in await self.live():
+        live = self._live if time.monotonic() - self._loaded_at <= self.max_age else await self.live()
+        for entry in live:
             if entry.trigger is None or entry.steps is None:
                 continue
             try:

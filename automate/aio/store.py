@@ -131,6 +131,7 @@ class JobStore(Protocol):
 
 
 def _dumps(value: Any) -> str:
+    # orjson encodes (slotted) dataclasses, UUIDs and aware datetimes natively, in C.
     return orjson.dumps(value).decode()
 
 
@@ -223,64 +224,37 @@ class PgStore:
         return await self._rows(queries.STEP_PROGRESS, {"run_ids": list(run_ids)})
 
     async def flush(self, worker_id: str, batch: FlushBatch) -> set[int]:
-        """Write one group commit. Only rows of jobs this worker still owns are written (the fence);
-        the ids of the jobs that were owned are returned, so the caller can drop the others' work."""
+        """Write one group commit; return the ids of the jobs this worker still owned.
+
+        Rows of jobs whose lease was taken over are not written (the fence is in each statement). All
+        statements go out in one pipeline with binary parameters: one round trip and a commit per flush.
+        """
         ids = sorted(batch.job_ids())
-        async with self.pool.connection() as conn, conn.transaction():
-            cur = conn.cursor(row_factory=tuple_row)
-            await cur.execute(queries.LOCK_OWNED_JOBS, {"ids": ids, "worker_id": worker_id})
-            owned = {r[0] for r in await cur.fetchall()}
-            runs = [r for r in batch.runs.values() if r.job_id in owned]
+        fence = {"job_ids": ids, "worker_id": worker_id}
+        runs = list(batch.runs.values())
+        steps = list(batch.steps.values())
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            lock = conn.cursor(row_factory=tuple_row)
+            await lock.execute(queries.LOCK_OWNED_JOBS, fence, binary=True)
+            cur = conn.cursor()
             if runs:
-                await cur.execute(
-                    queries.UPSERT_RUNS,
-                    {
-                        "id": [r.id for r in runs],
-                        "version_id": [r.version_id for r in runs],
-                        "event_id": [uuid.UUID(r.event_id) for r in runs],
-                        "status": [r.status for r in runs],
-                        "trace_id": [r.trace_id for r in runs],
-                        "outputs": [_dumps(r.outputs) for r in runs],
-                        "error": [r.error for r in runs],
-                        "started_at": [r.started_at for r in runs],
-                        "finished_at": [r.finished_at for r in runs],
-                    },
-                )
-            steps = [s for s in batch.steps.values() if s.job_id in owned]
+                await cur.execute(queries.UPSERT_RUNS, {**fence, "rows": _dumps(runs)})
             if steps:
-                await cur.execute(
-                    queries.UPSERT_STEPS,
-                    {
-                        "run_id": [s.run_id for s in steps],
-                        "step_id": [s.step_id for s in steps],
-                        "attempt": [s.attempt for s in steps],
-                        "status": [s.status for s in steps],
-                        "started_at": [s.started_at for s in steps],
-                        "finished_at": [s.finished_at for s in steps],
-                        "output": [None if s.output is None else _dumps(s.output) for s in steps],
-                        "error": [s.error for s in steps],
-                    },
-                )
-            finished = [(jid, st, err) for jid, (st, err) in batch.finished.items() if jid in owned]
-            if finished:
-                await cur.execute(
-                    queries.FINISH_JOBS,
-                    {
-                        "id": [f[0] for f in finished],
-                        "status": [f[1] for f in finished],
-                        "error": [f[2] for f in finished],
-                        "worker_id": worker_id,
-                    },
-                )
-            parked = [(jid, d, err) for jid, (d, err) in batch.parked.items() if jid in owned]
-            if parked:
+                await cur.execute(queries.UPSERT_STEPS, {**fence, "rows": _dumps(steps)})
+            if batch.finished:
+                rows = [{"id": jid, "status": st, "error": err} for jid, (st, err) in batch.finished.items()]
+                await cur.execute(queries.FINISH_JOBS, {"rows": _dumps(rows), "worker_id": worker_id})
+            if batch.parked:
+                parked = list(batch.parked.items())
                 await cur.execute(
                     queries.PARK_JOBS,
                     {
-                        "id": [p[0] for p in parked],
-                        "delay": [p[1] for p in parked],
-                        "error": [p[2] for p in parked],
+                        "id": [jid for jid, _ in parked],
+                        "delay": [float(d) for _, (d, _e) in parked],
+                        "error": [err for _, (_d, err) in parked],
                         "worker_id": worker_id,
                     },
+                    binary=True,
                 )
+            owned = {r[0] for r in await lock.fetchall()}
         return owned

@@ -6,7 +6,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["parent_context", "trace_id_hex", "tracer"]
+__all__ = ["parent_context", "trace_id_hex", "tracer", "tracing_enabled"]
 
 _propagator = TraceContextTextMapPropagator()
 tracer = trace.get_tracer("automate.aio")
@@ -25,3 +25,9 @@ def parent_context(traceparent: str, tracestate: str = "") -> Context | None:
 def trace_id_hex(span: trace.Span) -> str:
     ctx = span.get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+
+
+def tracing_enabled() -> bool:
+    """Whether an SDK tracer provider is installed. Without one, spans cost time and record nothing, so
+    the executor skips them and takes the run's trace id from the stored traceparent."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)

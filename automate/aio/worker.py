@@ -158,9 +158,12 @@ class Worker:
             await asyncio.wait_for(self.listener.connected.wait(), timeout=10)
         self.ready.set()
         failures = 0
+        # Claim in worthwhile batches: while jobs are in flight, wait until at least half a batch of slots
+        # is free instead of claiming one job per freed slot (one round trip per job).
+        min_claim = max(1, min(self.cfg.batch_size, self.cfg.concurrency) // 2)
         while not self._stopping.is_set():
             free = self.cfg.concurrency - len(self._inflight)
-            if free <= 0:
+            if free <= 0 or (free < min_claim and self._inflight):
                 self._slot_free.clear()
                 await self._wait_any(self._slot_free, None)
                 continue

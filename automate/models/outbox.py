@@ -27,7 +27,9 @@ class OutboxJob(models.Model):
     priority = models.SmallIntegerField(db_default=0)
     # What the job refers to: an event to match, or a run to execute.
     event = models.ForeignKey("automate.Event", null=True, blank=True, on_delete=models.CASCADE)
-    run = models.ForeignKey("automate.ExecutionRun", null=True, blank=True, on_delete=models.CASCADE)
+    run = models.ForeignKey(
+        "automate.ExecutionRun", null=True, blank=True, on_delete=models.CASCADE, db_index=False
+    )
     payload = models.JSONField(null=True, blank=True)
     available_at = models.DateTimeField(db_default=Now())
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -48,6 +50,8 @@ class OutboxJob(models.Model):
                 condition=models.Q(status="PENDING"),
                 name="automate_outbox_pending",
             ),
+            # Only "run" jobs have a run: a partial index costs event-job inserts nothing.
+            models.Index(fields=["run"], condition=models.Q(run__isnull=False), name="automate_outbox_run"),
             # Recovery: claimed rows whose lease has expired.
             models.Index(
                 fields=["lease_expires_at"],

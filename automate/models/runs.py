@@ -23,9 +23,10 @@ class ExecutionRun(models.Model):
     workflow_version = models.ForeignKey(
         "automate.WorkflowVersion", on_delete=models.PROTECT, related_name="runs"
     )
-    event = models.ForeignKey("automate.Event", on_delete=models.CASCADE, related_name="runs")
+    # No separate index: the unique (event, workflow_version) constraint serves event lookups.
+    event = models.ForeignKey("automate.Event", on_delete=models.CASCADE, related_name="runs", db_index=False)
     status = models.CharField(max_length=16, choices=RunStatus.choices, db_default=RunStatus.PENDING)
-    trace_id = models.CharField(max_length=32, db_index=True, blank=True, db_default="")
+    trace_id = models.CharField(max_length=32, blank=True, db_default="")
     outputs = models.JSONField(db_default={})
     error = models.TextField(blank=True, db_default="")
     created_at = models.DateTimeField(db_default=Now(), editable=False)
@@ -34,6 +35,7 @@ class ExecutionRun(models.Model):
 
     class Meta:
         db_table = "automate_execution_run"
+        indexes = [models.Index(fields=["trace_id"], name="automate_run_trace_id")]
         constraints = [
             models.UniqueConstraint(fields=["event", "workflow_version"], name="automate_run_event_version_uniq")
         ]
@@ -56,7 +58,8 @@ class StepRun(models.Model):
     Status = StepStatus
 
     id = models.BigAutoField(primary_key=True)
-    run = models.ForeignKey(ExecutionRun, on_delete=models.CASCADE, related_name="step_runs")
+    # No separate index: the unique (run, step_id, attempt) constraint serves run lookups.
+    run = models.ForeignKey(ExecutionRun, on_delete=models.CASCADE, related_name="step_runs", db_index=False)
     step_id = models.CharField(max_length=64)
     attempt = models.PositiveIntegerField(db_default=1)
     status = models.CharField(max_length=16, choices=StepStatus.choices)

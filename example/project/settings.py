@@ -41,5 +41,5 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 DJANGO_AUTOMATE = {
     "EXECUTION": {"timeout_seconds": 30, "max_retries": 3, "batch_size": 50},
-    "POLICY": {"connector_allowlist": ["python", "transform"]},
+    "POLICY": {"connector_allowlist": ["python", "transform"], "python_allowlist": ["demo.steps.*"]},
 }
