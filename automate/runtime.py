@@ -157,7 +157,7 @@ def run_workflow(workflow_slug: str, payload: dict[str, Any], *, using: str = DE
     if version is None:
         raise WorkflowNotFound(f"workflow {workflow_slug!r} has no version yet")
     traceparent, tracestate = current_trace_context()
-    params = {
+    params: dict[str, Any] = {
         "event_id": uuid.uuid4(),
         "run_id": uuid.uuid4(),
         "version_id": version.pk,
@@ -173,6 +173,7 @@ def run_workflow(workflow_slug: str, payload: dict[str, Any], *, using: str = DE
         row = cursor.fetchone()
         if settings.EVENTS.notify == "commit":
             notify_on_commit(using)
+    assert row is not None  # the statement inserts unconditionally
     return str(row[0])
 
 

@@ -106,8 +106,9 @@ class Executor:
         try:
             runs = await self._plan(job)
             if len(runs) == 1:  # the common case, without gather's bookkeeping
+                results: list[Any] = [None]
                 try:
-                    results: list[Any] = [await self._execute(job, runs[0])]
+                    await self._execute(job, runs[0])
                 except (_Park, _StepFailed) as exc:
                     results = [exc]
             else:

@@ -7,7 +7,7 @@ DELETE stays allowed: retention needs it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from django.db import models
 
@@ -24,10 +24,13 @@ class ImmutableQuerySet(models.QuerySet):
         raise ImmutableRecordError(f"{self.model.__name__} rows are immutable; UPDATE refused")
 
 
+ImmutableManager = models.Manager.from_queryset(ImmutableQuerySet)
+
+
 class ImmutableModel(models.Model):
     """A model whose rows are written once."""
 
-    objects: ClassVar[Any] = ImmutableQuerySet.as_manager()
+    objects = ImmutableManager()
 
     class Meta:
         abstract = True

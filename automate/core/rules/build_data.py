@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from automate.core.rules.build_logic import returns_bool
+from automate.core.rules.build_logic import plain_truth
 from automate.core.rules.coerce import MAX_SAFE, is_array, strict_eq, to_string, truthy
 from automate.core.rules.limits import SMALL_OUTPUT, charge_items, charge_output
 from automate.core.rules.ops import op_add, op_in, op_missing, op_mul, op_sub
@@ -159,7 +159,7 @@ def _b_map(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext)
 
 def _b_filter(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
     source, logic = _scoped(args, paths, ctx)
-    exact = returns_bool(args[1])
+    exact = plain_truth(args[1])
 
     def filtered(d: Any) -> list[Any]:
         items = source(d)
@@ -198,7 +198,7 @@ def _b_quantifier(op: str) -> Builder:
 
     def build(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
         source, logic = _scoped(args, paths, ctx)
-        test = logic if returns_bool(args[1]) else (lambda item: truthy(logic(item)))
+        test = logic if plain_truth(args[1]) else (lambda item: truthy(logic(item)))
 
         def quantified(d: Any) -> bool:
             items = source(d)

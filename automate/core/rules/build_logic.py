@@ -112,6 +112,35 @@ def returns_bool(rule: Any) -> bool:
     return False
 
 
+_PLAIN_OPS = _BOOL_OPS | {"missing", "missing_some", "merge", "map", "filter", "cat", "substr"}
+
+
+def plain_truth(rule: Any) -> bool:
+    """Whether Python's truth test of ``rule``'s value is exactly JSONLogic truthiness.
+
+    The two differ only for objects (``{}`` is truthy in JSONLogic), NaN (falsy) and non-JSON types,
+    so a rule whose value is always a boolean, number literal, string or array qualifies. Python's
+    ``and``/``or`` then also return the same operand JSONLogic does.
+    """
+    kind = type(rule)
+    if rule is None or kind in (bool, int, float, str, list, tuple):
+        return True  # literals (floats in a valid rule are finite); arrays evaluate to fresh lists
+    if kind is not dict or len(rule) != 1:
+        return False
+    ((op, raw),) = rule.items()
+    if op in _PLAIN_OPS:
+        return True
+    args = raw if isinstance(raw, list | tuple) else [raw]
+    if op in ("and", "or"):
+        return all(plain_truth(arg) for arg in args)
+    if op in ("if", "?:"):
+        branches = [args[i] for i in range(1, len(args), 2)]
+        if len(args) % 2:
+            branches.append(args[-1])
+        return all(plain_truth(branch) for branch in branches)
+    return False
+
+
 def _b_if(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
     fs = ctx.compile_all(args, paths)
     if not fs:
@@ -121,7 +150,7 @@ def _b_if(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) 
     if len(fs) in (2, 3):
         cond, then = fs[0], fs[1]
         other = fs[2] if len(fs) == 3 else _const(None)
-        if returns_bool(args[0]):
+        if plain_truth(args[0]):
             return lambda d: then(d) if cond(d) else other(d)
 
         def ternary(d: Any) -> Any:
@@ -133,6 +162,15 @@ def _b_if(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) 
         return ternary
     pairs = [(fs[i], fs[i + 1]) for i in range(0, len(fs) - 1, 2)]
     last = fs[-1] if len(fs) % 2 else _const(None)
+    if all(plain_truth(args[i]) for i in range(0, len(args) - 1, 2)):
+
+        def plain_chain(d: Any) -> Any:
+            for cond, then in pairs:
+                if cond(d):
+                    return then(d)
+            return last(d)
+
+        return plain_chain
 
     def chain(d: Any) -> Any:
         for cond, then in pairs:
@@ -148,7 +186,7 @@ def _b_and(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext)
     fs = ctx.compile_all(args, paths)
     if len(fs) == 1:
         return fs[0]
-    if all(returns_bool(arg) for arg in args):  # booleans only: Python's "and" is exact
+    if all(plain_truth(arg) for arg in args):  # Python's "and" is then exact, value included
         if len(fs) == 2:
             b0, b1 = fs
             return lambda d: b0(d) and b1(d)
@@ -156,11 +194,13 @@ def _b_and(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext)
             b0, b1, b2 = fs
             return lambda d: b0(d) and b1(d) and b2(d)
 
-        def all_true(d: Any) -> bool:
-            for f in fs:  # noqa: SIM110 - a loop beats all()/any() over a generator
-                if not f(d):
-                    return False
-            return True
+        def all_true(d: Any) -> Any:
+            v = None
+            for f in fs:
+                v = f(d)
+                if not v:
+                    return v
+            return v
 
         return all_true
     if len(fs) == 2:
@@ -189,7 +229,7 @@ def _b_or(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) 
     fs = ctx.compile_all(args, paths)
     if len(fs) == 1:
         return fs[0]
-    if all(returns_bool(arg) for arg in args):
+    if all(plain_truth(arg) for arg in args):
         if len(fs) == 2:
             b0, b1 = fs
             return lambda d: b0(d) or b1(d)
@@ -197,11 +237,13 @@ def _b_or(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) 
             b0, b1, b2 = fs
             return lambda d: b0(d) or b1(d) or b2(d)
 
-        def any_true(d: Any) -> bool:
-            for f in fs:  # noqa: SIM110 - a loop beats all()/any() over a generator
-                if f(d):
-                    return True
-            return False
+        def any_true(d: Any) -> Any:
+            v = None
+            for f in fs:
+                v = f(d)
+                if v:
+                    return v
+            return v
 
         return any_true
     if len(fs) == 2:
@@ -228,7 +270,7 @@ def _b_or(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) 
 
 def _b_not(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
     (f,) = ctx.compile_all(args, paths)
-    if returns_bool(args[0]):
+    if plain_truth(args[0]):
         return lambda d: not f(d)
     return lambda d: not truthy(f(d))
 
@@ -237,6 +279,8 @@ def _b_truthy(args: list[Any], paths: list[str], op_path: str, ctx: CompileConte
     (f,) = ctx.compile_all(args, paths)
     if returns_bool(args[0]):
         return f
+    if plain_truth(args[0]):
+        return lambda d: bool(f(d))
     return lambda d: truthy(f(d))
 
 

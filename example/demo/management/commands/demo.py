@@ -77,8 +77,9 @@ class Command(BaseCommand):
     def _run_worker(self) -> None:
         example_dir = Path(__file__).resolve().parents[3]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(example_dir), os.environ.get("PYTHONPATH", "")])}
+        cmd = [sys.executable, "-m", "automate.aio", "--settings", "project.settings", "--drain", "--log-level"]
         subprocess.run(  # the real worker, as a separate process
-            [sys.executable, "-m", "automate.aio", "--settings", "project.settings", "--drain", "--log-level", "WARNING"],
+            [*cmd, "WARNING"],
             env=env,
             check=True,
             timeout=300,
