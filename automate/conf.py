@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = ["SETTINGS_NAME", "AutomateSettings", "get_settings", "validate_settings"]
 
 SETTINGS_NAME = "DJANGO_AUTOMATE"
+_SECRET_KEYS = frozenset({"encryption_key"})
 
 
 class _Section(BaseModel):
@@ -109,6 +110,8 @@ def _describe(error: dict[str, Any]) -> str:
         did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
         return f"{key}: unknown key.{did_you_mean} Known keys here: {', '.join(known)}."
     value = error.get("input")
+    if any(str(part) in _SECRET_KEYS for part in loc):
+        value = "<hidden>"  # a misplaced secret must not reach an error message or a log
     msg = str(error["msg"]).replace("a valid tuple", "a list").replace("Input should", "expected a value that should")
     return f"{key}: got {value!r} ({type(value).__name__}); {msg}."
 

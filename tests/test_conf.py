@@ -137,3 +137,10 @@ def test_system_check_reports_the_same_error():
 
 def test_system_check_passes_on_good_settings():
     call_command("check")  # raises SystemCheckError on any error
+
+
+def test_a_bad_encryption_key_value_is_never_echoed():
+    with pytest.raises(ImproperlyConfigured) as err:
+        validate_settings({"SECRETS": {"encryption_key": b"super-secret-key-bytes"}})
+    assert "DJANGO_AUTOMATE.SECRETS.encryption_key" in str(err.value)
+    assert "super-secret" not in str(err.value)

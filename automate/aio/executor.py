@@ -95,8 +95,9 @@ class Executor:
         self.recorder = recorder
         self.workflows = workflows
         self.semaphore = semaphore
-        secrets_cfg = get_settings().SECRETS
-        self.base_redactor = Redactor(secrets_cfg.redact_keys, secrets_cfg.redact_patterns)
+        from automate.secrets import get_redactor  # validates SECRETS.redact_patterns, names a bad one
+
+        self.base_redactor = get_redactor()
         self.steps_started = 0
         self.traced = tracing.tracing_enabled()
 

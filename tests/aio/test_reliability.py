@@ -247,3 +247,45 @@ def test_database_restart_under_load(tmp_path):
     # A commit whose reply was lost in the restart is stored but not counted by the emitter.
     assert events >= committed and dupes == 0
     assert "reconnecting" in worker.output or "claim.failed" in worker.output or "flush_failed" in worker.output
+
+
+def test_second_signal_exits_at_once(pg_conninfo, tmp_path):
+    publish(
+        "stuck",
+        trigger_spec={"event": "stuck"},
+        steps=[{"id": "s", "type": "python", "timeout_seconds": 600,
+                "config": {"callable": "tests.steps.asleep", "kwargs": {"seconds": 300}}}],
+    )
+    emit_event("stuck", {})
+    worker = WorkerProcess(pg_conninfo, "--grace", "120", log=tmp_path / "w.log")
+    try:
+        wait_until(lambda: StepRun.objects.filter(status="RUNNING").exists(), 30, "step never started")
+        worker.terminate()
+        time.sleep(0.5)
+        assert worker.proc.poll() is None  # still draining: the grace period is 120 s
+        worker.terminate()
+        assert worker.wait(10) == 1
+    finally:
+        worker.stop()
+    # Left claimed: its lease brings it back to another worker.
+    assert OutboxJob.objects.get().status == "CLAIMED"
+
+
+def test_new_version_is_picked_up_by_a_running_worker(pg_conninfo, tmp_path):
+    """The fallback poll is 60 s: the cache must be refreshed by the NOTIFY sent when a version is saved."""
+    publish("evolving", trigger_spec={"event": "e"}, steps=[{"id": "t", "type": "transform", "config": {"output": "v1"}}])
+    worker = WorkerProcess(pg_conninfo, "--poll-interval", "60", log=tmp_path / "w.log")
+    try:
+        wait_until(lambda: _listener_pids(pg_conninfo), 30, "listener never connected")
+        emit_event("e", {})
+        wait_until(lambda: ExecutionRun.objects.filter(status="SUCCEEDED").count() == 1, 30, "first run missing")
+        publish("evolving", trigger_spec={"event": "e"}, steps=[{"id": "t", "type": "transform", "config": {"output": "v2"}}])
+        time.sleep(0.5)
+        emit_event("e", {})
+        wait_until(lambda: ExecutionRun.objects.filter(status="SUCCEEDED").count() == 2, 30, "second run missing")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        worker.stop()
+    outputs = [r.outputs["t"] for r in ExecutionRun.objects.order_by("created_at")]
+    assert outputs == ["v1", "v2"]

@@ -223,3 +223,38 @@ def test_many_events_many_workflows(make_config):
     assert ExecutionRun.objects.filter(status="SUCCEEDED").count() == 600
     assert StepRun.objects.count() == 600
     assert OutboxJob.objects.filter(status="COMPLETED").count() == 200
+
+
+def test_secrets_resolve_late_and_never_reach_stored_output(make_config, monkeypatch):
+    secret = "s3cr3t-v4lue-that-must-not-leak"
+    monkeypatch.setenv("AUTOMATE_LEAKY_TOKEN", secret)
+    publish(
+        "leaky",
+        trigger_spec={"event": "x"},
+        steps=[
+            {"id": "leak", "type": "python",
+             "config": {"callable": "tests.steps.leak", "kwargs": {"secret": "$secret:LEAKY_TOKEN"}}},
+            {"id": "echo_payload", "type": "transform", "config": {"output": "{{ event.payload.text }}"}},
+        ],
+    )
+    # A payload naming a secret is data, never a reference to resolve.
+    emit_event("x", {"text": "$secret:LEAKY_TOKEN"})
+    drain(make_config())
+    run = ExecutionRun.objects.get()
+    assert run.status == "SUCCEEDED"
+    stored = str(run.outputs) + str(list(StepRun.objects.values_list("output", "error")))
+    assert secret not in stored
+    assert run.outputs["leak"]["copy"] == "[REDACTED]"
+    assert run.outputs["echo_payload"] == "$secret:LEAKY_TOKEN"
+
+
+def test_missing_secret_fails_the_step_naming_the_reference(make_config):
+    publish(
+        "missing",
+        trigger_spec={"event": "x"},
+        steps=[{"id": "s", "type": "transform", "config": {"output": "$secret:DOES_NOT_EXIST"}}],
+    )
+    emit_event("x", {})
+    drain(make_config())
+    step = StepRun.objects.get()
+    assert step.status == "FAILED" and "DOES_NOT_EXIST" in step.error
