@@ -6,6 +6,7 @@ any rule (explain agrees with apply, the cache is transparent, key order does no
 from __future__ import annotations
 
 import math
+import os
 import re
 from decimal import Decimal
 from typing import Any
@@ -357,7 +358,7 @@ def extend(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 rules = st.recursive(st.one_of(primitive, variable, literal_array), extend, max_leaves=14)
 
-PROPERTY_SETTINGS = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY_SETTINGS = settings(max_examples=int(os.environ.get("RULES_PROPERTY_EXAMPLES", "600")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPERTY_SETTINGS
