@@ -181,3 +181,11 @@ def test_explain_text_truncates_long_values() -> None:
     text = explain_text({"var": "s"}, {"s": "x" * 500}, width=20)
     shown = '"' + "x" * 18 + "…"  # 20 characters in all
     assert text == f"✓ var s={shown} -> {shown}"
+
+
+def test_explain_text_survives_unrenderable_values() -> None:
+    deep: Any = 1
+    for _ in range(10_000):
+        deep = [deep]
+    assert explain_text({"var": "x"}, {"x": deep}) == "✓ var x=<list> -> <list>"
+    assert explain_text({"var": "x"}, {"x": {1, 2}}) == "✓ var x=<set> -> <set>"

@@ -1,6 +1,6 @@
 """Compile a validated rule into nested closures, one per node.
 
-A compiled node is a function of the data. Operators with a builder (``build_logic``, ``build_data``)
+A compiled node is a function of the data. Operators with a builder (``build_logic``, ``build_compare``, ``build_data``)
 get specialised closures with literal arguments folded in; every other operator evaluates its
 arguments and calls its function in ``ops.EAGER``. ``CompiledRule`` wraps the root closure with the
 per-evaluation budget and turns a runaway recursion into ``RuleLimitError``.
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from automate.core.errors import RuleLimitError
+from automate.core.rules.build_compare import BUILDERS as _COMPARE_BUILDERS
 from automate.core.rules.build_data import BUILDERS as _DATA_BUILDERS
 from automate.core.rules.build_logic import BUILDERS as _LOGIC_BUILDERS
 from automate.core.rules.coerce import truthy
@@ -23,7 +24,7 @@ __all__ = ["CompileContext", "CompiledRule", "Fn", "compile_node", "compile_rule
 
 Fn = Callable[[Any], Any]
 
-_BUILDERS = {**_LOGIC_BUILDERS, **_DATA_BUILDERS}
+_BUILDERS = {**_LOGIC_BUILDERS, **_COMPARE_BUILDERS, **_DATA_BUILDERS}
 _BUDGETED = frozenset({"missing", "missing_some", "in", "cat", "merge"})
 
 

@@ -35,8 +35,8 @@ def format_value(value: Any, width: int = 60, ellipsis: str = "…") -> str:
     else:
         try:
             text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-        except TypeError:
-            text = repr(value)
+        except TypeError:  # not JSON, or nested too deeply for orjson: never repr() arbitrary objects
+            text = f"<{type(value).__name__}>"
     if len(text) > width:
         text = text[: max(width - len(ellipsis), 1)] + ellipsis
     return text
