@@ -358,7 +358,11 @@ def extend(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 rules = st.recursive(st.one_of(primitive, variable, literal_array), extend, max_leaves=14)
 
-PROPERTY_SETTINGS = settings(max_examples=int(os.environ.get("RULES_PROPERTY_EXAMPLES", "600")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY_SETTINGS = settings(
+    max_examples=int(os.environ.get("RULES_PROPERTY_EXAMPLES", "600")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @PROPERTY_SETTINGS
