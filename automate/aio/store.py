@@ -143,10 +143,15 @@ class PgStore:
     """``JobStore`` on PostgreSQL through an ``AsyncConnectionPool`` (autocommit connections)."""
 
     def __init__(self, conninfo: str, *, pool_size: int = 4) -> None:
-        self.pool = AsyncConnectionPool(
-            conninfo,
+        self.conninfo = conninfo
+        self.pool_size = pool_size
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> AsyncConnectionPool[Any]:
+        return AsyncConnectionPool(
+            self.conninfo,
             min_size=1,
-            max_size=pool_size,
+            max_size=self.pool_size,
             open=False,
             kwargs={"autocommit": True, "application_name": "automate-worker"},
             configure=_configure,
@@ -154,6 +159,8 @@ class PgStore:
         )
 
     async def open(self) -> None:
+        if self.pool.closed and getattr(self.pool, "_opened", False):
+            self.pool = self._new_pool()  # a pool cannot be reopened: a store can
         await self.pool.open(wait=True, timeout=30)
 
     async def close(self) -> None:

@@ -54,8 +54,11 @@ class _Stop(Exception):  # ends the TaskGroup
 
 
 class Worker:
-    def __init__(self, cfg: WorkerConfig, store: JobStore | None = None) -> None:
+    def __init__(self, cfg: WorkerConfig, store: JobStore | None = None, *, listen: bool = True) -> None:
+        """``store`` defaults to PostgreSQL at ``cfg.conninfo``; ``listen=False`` (an in-memory store)
+        runs without the LISTEN connection, on the fallback poll alone."""
         self.cfg = cfg
+        self.listen = listen
         self.store: JobStore = store or PgStore(cfg.conninfo, pool_size=cfg.pool_size)
         self.stats = WorkerStats()
         self.recorder = Recorder(self.store, cfg.worker_id, interval=cfg.flush_interval, on_lost=self._lost)
@@ -114,7 +117,8 @@ class Worker:
         try:
             try:
                 async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self.listener.run(), name="listener")
+                    if self.listen:
+                        tg.create_task(self.listener.run(), name="listener")
                     tg.create_task(self.recorder.run_forever(), name="recorder")
                     tg.create_task(self._lease_loop(), name="leases")
                     tg.create_task(self._reaper_loop(), name="reaper")
@@ -154,8 +158,9 @@ class Worker:
         raise _Stop
 
     async def _claim_loop(self, jobs: asyncio.TaskGroup) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.listener.connected.wait(), timeout=10)
+        if self.listen:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.listener.connected.wait(), timeout=10)
         self.ready.set()
         failures = 0
         # Claim in worthwhile batches: while jobs are in flight, wait until at least half a batch of slots

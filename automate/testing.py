@@ -1,0 +1,177 @@
+"""In-memory implementations of the runtime's seams, for tests and for profiling the executor.
+
+``InMemoryStore`` implements ``automate.aio.store.JobStore`` with the same semantics as ``PgStore``
+(claim order, leases, fencing, recovery, parking). The contract tests in ``tests/aio/test_store_contract.py``
+run the same assertions against both, so the fake cannot drift from the real store.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from automate.aio.store import ClaimedJob, EventData, FlushBatch, VersionRow
+
+__all__ = ["InMemoryStore"]
+
+
+@dataclass
+class _Job:
+    id: int
+    kind: str
+    event_id: str | None
+    run_id: str | None = None
+    status: str = "PENDING"
+    priority: int = 0
+    available_at: float = 0.0
+    lease_expires_at: float | None = None
+    attempts: int = 0
+    max_attempts: int = 4
+    worker_id: str | None = None
+    last_error: str = ""
+    payload: dict[str, Any] | None = None
+
+
+@dataclass
+class InMemoryStore:
+    """A ``JobStore`` in a dict. Not thread-safe; one event loop at a time, like the worker."""
+
+    clock: Any = time.monotonic
+    jobs: dict[int, _Job] = field(default_factory=dict)
+    events: dict[str, EventData] = field(default_factory=dict)
+    versions: dict[int, tuple[VersionRow, bool]] = field(default_factory=dict)  # id -> (row, enabled)
+    runs: dict[Any, dict[str, Any]] = field(default_factory=dict)
+    steps: dict[tuple[Any, str, int], dict[str, Any]] = field(default_factory=dict)
+    _next_job: int = 1
+
+    # -- seeding -------------------------------------------------------------------------------------
+    def add_version(self, version_id: int, slug: str, trigger_spec: Any, steps: Any, *, enabled: bool = True) -> None:
+        num = 1 + sum(1 for row, _ in self.versions.values() if row.slug == slug)
+        self.versions[version_id] = (VersionRow(version_id, slug, num, trigger_spec, steps), enabled)
+
+    def add_event(self, type: str, payload: Any, *, priority: int = 0, max_attempts: int = 4, delay: float = 0) -> int:
+        event_id = str(uuid.uuid4())
+        self.events[event_id] = EventData(event_id, type, payload, "", "", "")
+        job = _Job(self._next_job, "event", event_id, priority=priority, max_attempts=max_attempts)
+        job.available_at = self.clock() + delay
+        self.jobs[job.id] = job
+        self._next_job += 1
+        return job.id
+
+    def job(self, job_id: int) -> _Job:
+        return self.jobs[job_id]
+
+    # -- JobStore ------------------------------------------------------------------------------------
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedJob]:
+        now = self.clock()
+        due = [j for j in self.jobs.values() if j.status == "PENDING" and j.available_at <= now]
+        due.sort(key=lambda j: (-j.priority, j.id))
+        # PgStore returns the claimed jobs sorted by id, whatever the claim order was.
+        claimed = []
+        for j in due[:limit]:
+            j.status, j.worker_id, j.attempts = "CLAIMED", worker_id, j.attempts + 1
+            j.lease_expires_at = now + lease_seconds
+            event = self.events.get(j.event_id) if j.event_id else None
+            claimed.append(
+                ClaimedJob(j.id, j.kind, j.event_id, j.run_id, j.attempts, j.max_attempts, j.payload, event)
+            )
+        return sorted(claimed, key=lambda c: c.id)
+
+    def _owned(self, worker_id: str, ids: Sequence[int]) -> set[int]:
+        return {
+            i for i in ids if (j := self.jobs.get(i)) is not None and j.worker_id == worker_id and j.status == "CLAIMED"
+        }
+
+    async def extend_leases(self, worker_id: str, ids: Sequence[int], lease_seconds: float) -> set[int]:
+        owned = self._owned(worker_id, ids)
+        for i in owned:
+            self.jobs[i].lease_expires_at = self.clock() + lease_seconds
+        return owned
+
+    async def recover_expired(self) -> list[tuple[int, str]]:
+        now, out = self.clock(), []
+        for j in self.jobs.values():
+            if j.status == "CLAIMED" and j.lease_expires_at is not None and j.lease_expires_at < now:
+                dead = j.attempts >= j.max_attempts
+                j.last_error = f"lease expired on worker {j.worker_id}" + (" (no attempts left)" if dead else "")
+                j.status = "FAILED" if dead else "PENDING"
+                j.worker_id = j.lease_expires_at = None
+                out.append((j.id, j.status))
+        return out
+
+    async def release(self, worker_id: str, ids: Sequence[int]) -> None:
+        for i in self._owned(worker_id, ids):
+            j = self.jobs[i]
+            j.status, j.worker_id, j.lease_expires_at = "PENDING", None, None
+            j.available_at, j.attempts = self.clock(), max(j.attempts - 1, 0)
+
+    async def has_work(self) -> bool:
+        return any(j.status in ("PENDING", "CLAIMED") for j in self.jobs.values())
+
+    async def live_versions(self) -> list[VersionRow]:
+        latest: dict[str, VersionRow] = {}
+        for row, enabled in self.versions.values():
+            if enabled and (row.slug not in latest or row.version_num > latest[row.slug].version_num):
+                latest[row.slug] = row
+        return list(latest.values())
+
+    async def version(self, version_id: int) -> VersionRow | None:
+        entry = self.versions.get(version_id)
+        return entry[0] if entry else None
+
+    def _run_tuple(self, run: dict[str, Any]) -> tuple[Any, ...]:
+        return (run["id"], run["event_id"], run["version_id"], run["status"], run["trace_id"])
+
+    async def runs_for_events(self, event_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        wanted = set(event_ids)
+        return [self._run_tuple(r) for r in self.runs.values() if r["event_id"] in wanted]
+
+    async def runs_by_id(self, run_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        wanted = {uuid.UUID(str(r)) for r in run_ids}
+        return [self._run_tuple(r) for r in self.runs.values() if r["id"] in wanted]
+
+    async def step_progress(self, run_ids: Sequence[Any]) -> list[tuple[Any, ...]]:
+        wanted = set(run_ids)
+        rows = [
+            (s["run_id"], s["step_id"], s["attempt"], s["status"], s["output"])
+            for s in self.steps.values()
+            if s["run_id"] in wanted
+        ]
+        return sorted(rows, key=lambda r: (str(r[0]), r[1], r[2]))
+
+    async def flush(self, worker_id: str, batch: FlushBatch) -> set[int]:
+        owned = self._owned(worker_id, sorted(batch.job_ids()))
+        for r in batch.runs.values():
+            if r.job_id in owned:
+                existing = self.runs.get(r.id, {})
+                self.runs[r.id] = {
+                    "id": r.id, "version_id": r.version_id, "event_id": r.event_id, "status": r.status,
+                    "trace_id": r.trace_id, "outputs": r.outputs, "error": r.error,
+                    "started_at": existing.get("started_at") or r.started_at, "finished_at": r.finished_at,
+                }
+        for s in batch.steps.values():
+            if s.job_id in owned:
+                self.steps[(s.run_id, s.step_id, s.attempt)] = {
+                    "run_id": s.run_id, "step_id": s.step_id, "attempt": s.attempt, "status": s.status,
+                    "output": s.output, "error": s.error,
+                }
+        for jid, (status, error) in batch.finished.items():
+            if jid in owned:
+                j = self.jobs[jid]
+                j.status, j.last_error, j.lease_expires_at = status, error, None
+        for jid, (delay, error) in batch.parked.items():
+            if jid in owned:
+                j = self.jobs[jid]
+                j.status, j.worker_id, j.lease_expires_at, j.last_error = "PENDING", None, None, error
+                j.available_at, j.attempts = self.clock() + delay, max(j.attempts - 1, 0)
+                j.payload = {**(j.payload or {}), "parked": int((j.payload or {}).get("parked", 0)) + 1}
+        return owned
