@@ -100,6 +100,7 @@ class Executor:
         self.base_redactor = get_redactor()
         self.steps_started = 0
         self.traced = tracing.tracing_enabled()
+        self._secret_names: dict[tuple[int, str], frozenset[str]] = {}
 
     # -- a job ---------------------------------------------------------------------------------------
     async def process(self, job: ClaimedJob) -> bool:
@@ -351,7 +352,12 @@ class Executor:
         if "*" not in allow and step.type not in allow:
             raise AutomateError(f"connector {step.type!r} is not in DJANGO_AUTOMATE.POLICY.connector_allowlist")
         connector = get_connector(step.type)
-        await secrets.load(referenced_secrets(step.config))
+        key = (run.version.id, step.id)
+        names = self._secret_names.get(key)
+        if names is None:  # a version is immutable: walk each step's config once per worker
+            names = self._secret_names[key] = frozenset(referenced_secrets(step.config))
+        if names:
+            await secrets.load(names)
         config = render(step.config, ctx, step_id=step.id, resolve_secret=secrets.get)
         step_ctx = StepContext(str(run.row.id), step.id, attempt, run.version.slug, ctx["event"])
         span_cm: Any = contextlib.nullcontext(None)
@@ -380,7 +386,7 @@ class _RunSecrets:
         self._values: dict[str, str] = {}
         self.redactor = base
 
-    async def load(self, names: set[str]) -> None:
+    async def load(self, names: frozenset[str]) -> None:
         missing = [n for n in names if n not in self._values]
         if not missing:
             return
