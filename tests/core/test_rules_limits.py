@@ -228,7 +228,7 @@ def test_cache_is_lru_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     rules = [{"+": [index, 1]} for index in range(4)]
     for rule in rules[:3]:
         apply(rule)
-    apply(rules[0])  # now the most recently used
+    evaluate(rules[0], {})  # now the most recently used (evaluate touches the cache like apply)
     apply(rules[3])  # evicts rules[1], the least recently used
     assert cache_info()["size"] == 3
     misses = cache_info()["misses"]

@@ -81,21 +81,34 @@ def _eager(op: str, fs: list[Fn], op_path: str, ctx: CompileContext) -> Fn:
 
 
 class CompiledRule:
-    """A rule compiled once, evaluated many times: ``compiled(data)`` returns the JSONLogic value."""
+    """A rule compiled once, evaluated many times: ``compiled(data)`` returns the JSONLogic value.
 
-    __slots__ = ("_fn", "info", "limits", "uses_budget")
+    ``run`` is the bare entry point (``compiled.run(data)``): it starts the evaluation's budget when
+    the rule needs one, and does not turn ``RecursionError`` into ``RuleLimitError`` as calling the
+    object does. ``apply``/``evaluate`` use it inside their own guard.
+    """
+
+    __slots__ = ("info", "limits", "run", "uses_budget")
 
     def __init__(self, fn: Fn, info: RuleInfo, limits: Limits, uses_budget: bool) -> None:
-        self._fn = fn
         self.info = info
         self.limits = limits
         self.uses_budget = uses_budget
+        if uses_budget:
+
+            def run(data: Any) -> Any:
+                begin(limits)
+                return fn(data)
+
+            self.run: Fn = run
+        else:
+            self.run = fn
 
     def __call__(self, data: Any = None) -> Any:
         try:
-            return self._fn(data)
+            return self.run(data)
         except RecursionError:
-            raise RuleLimitError("evaluation recursed too deeply", "$") from None
+            raise recursion_error() from None
 
     def evaluate(self, data: Any = None) -> bool:
         """JSONLogic truthiness of the rule's value for ``data``."""
@@ -105,17 +118,8 @@ class CompiledRule:
         return f"<CompiledRule nodes={self.info.nodes} depth={self.info.depth}>"
 
 
-class _BudgetedRule(CompiledRule):
-    """A compiled rule with operators that charge the budget: each call starts a full allowance."""
-
-    __slots__ = ()
-
-    def __call__(self, data: Any = None) -> Any:
-        begin(self.limits)
-        try:
-            return self._fn(data)
-        except RecursionError:
-            raise RuleLimitError("evaluation recursed too deeply", "$") from None
+def recursion_error() -> RuleLimitError:
+    return RuleLimitError("evaluation recursed too deeply", "$")
 
 
 def compile_rule(rule: Any, *, limits: Limits = DEFAULT_LIMITS) -> CompiledRule:
@@ -123,5 +127,4 @@ def compile_rule(rule: Any, *, limits: Limits = DEFAULT_LIMITS) -> CompiledRule:
     info = check(rule, limits)
     ctx = CompileContext()
     fn = compile_node(rule, "$", ctx)
-    kind = _BudgetedRule if ctx.uses_budget else CompiledRule
-    return kind(fn, info, limits, ctx.uses_budget)
+    return CompiledRule(fn, info, limits, ctx.uses_budget)

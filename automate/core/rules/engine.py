@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from automate.core.rules.coerce import truthy
-from automate.core.rules.compiler import CompiledRule, compile_rule
+from automate.core.rules.compiler import CompiledRule, compile_rule, recursion_error
 from automate.core.rules.limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["CACHE_SIZE", "apply", "cache_clear", "cache_info", "evaluate", "get_compiled"]
@@ -99,12 +99,54 @@ def cache_clear() -> None:
         _stats["key_bytes"] = 0
 
 
+# apply and evaluate repeat get_compiled's fast path inline: they are the hot path of trigger matching,
+# and a Python call costs about as much as the dict lookup it would wrap.
+
+
 def apply(rule: Any, data: Any = None, *, limits: Limits = DEFAULT_LIMITS) -> Any:
     """The raw JSONLogic value of ``rule`` for ``data`` (a JSON value: usually a dict)."""
-    return get_compiled(rule, limits)(data)
+    try:
+        key: Any = _dumps(rule, option=_SORT_KEYS)
+    except TypeError:  # not serialisable: compile (and so validate) without caching
+        compiled = compile_rule(rule, limits=limits)
+    else:
+        if limits is not DEFAULT_LIMITS or len(key) > _DIGEST_OVER:
+            key = _long_key(key, limits)
+        found = _lookup(key)
+        if found is None:
+            compiled = _compile_and_store(rule, key, limits)
+        else:
+            compiled = found
+            try:  # noqa: SIM105
+                _touch(key)
+            except KeyError:
+                pass
+    try:
+        return compiled.run(data)
+    except RecursionError:
+        raise recursion_error() from None
 
 
 def evaluate(rule_spec: Any, context: Any = None, *, limits: Limits = DEFAULT_LIMITS) -> bool:
     """Whether ``context`` matches ``rule_spec``: JSONLogic truthiness of ``apply``."""
-    value = get_compiled(rule_spec, limits)(context)
+    try:
+        key: Any = _dumps(rule_spec, option=_SORT_KEYS)
+    except TypeError:
+        compiled = compile_rule(rule_spec, limits=limits)
+    else:
+        if limits is not DEFAULT_LIMITS or len(key) > _DIGEST_OVER:
+            key = _long_key(key, limits)
+        found = _lookup(key)
+        if found is None:
+            compiled = _compile_and_store(rule_spec, key, limits)
+        else:
+            compiled = found
+            try:  # noqa: SIM105
+                _touch(key)
+            except KeyError:
+                pass
+    try:
+        value = compiled.run(context)
+    except RecursionError:
+        raise recursion_error() from None
     return value if (value is True or value is False) else truthy(value)
