@@ -34,6 +34,7 @@ __all__ = [
     "REPO_ROOT",
     "RESULTS_DIR",
     "child_env",
+    "commit_latency_ms",
     "drop_database",
     "fresh_database",
     "latency_summary",
@@ -155,6 +156,25 @@ def server_info(url: str) -> dict[str, Any]:
     host = conninfo_to_dict(url).get("host") or ""
     info["unix_socket"] = str(host).startswith("/")
     return info
+
+
+def commit_latency_ms(url: str, commits: int = 200) -> dict[str, float]:
+    """Median and p90 of one-row autocommit INSERTs: how much a commit (its WAL flush) costs right now.
+
+    Recorded at the start and the end of a run: it explains commit-bound figures (one job or event per
+    transaction) and shows whether the disk changed speed during the run. Uses a scratch table.
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (id bigserial PRIMARY KEY, at timestamptz)")
+        times = []
+        try:
+            for _ in range(commits):
+                t = time.perf_counter()
+                conn.execute("INSERT INTO bench_commit_probe (at) VALUES (now())")
+                times.append((time.perf_counter() - t) * 1000)
+        finally:
+            conn.execute("DROP TABLE bench_commit_probe")
+    return {"p50_ms": round(percentile(times, 50), 3), "p90_ms": round(percentile(times, 90), 3)}
 
 
 def machine_info() -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 The benchmark scripts create a fresh database per run and pass its URL to every child process through
 ``BENCH_DB_URL`` (see ``_common.child_env``); this module never starts a server itself.
+``BENCH_AUTOMATE_SETTINGS`` (JSON) becomes ``DJANGO_AUTOMATE`` when set.
 """
 
+import json
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -24,4 +26,5 @@ TIME_ZONE = "UTC"
 INSTALLED_APPS = ["automate"]
 DATABASES = {"default": django_database(BENCH_DB_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-DJANGO_AUTOMATE: dict = {}
+# A benchmark may add runtime settings for its child processes (bench_peers allowlists its step function).
+DJANGO_AUTOMATE: dict = json.loads(os.environ.get("BENCH_AUTOMATE_SETTINGS") or "{}")
