@@ -30,7 +30,7 @@ def test_publish_creates_versions_and_skips_unchanged():
         ([{"id": "p", "type": "python", "config": {"callable": "os.system"}}], "steps[0].config.callable: 'os.system' is not in"),
         ([{"id": "p", "type": "python", "config": {"callable": "nodots"}}], "must be a dotted path"),
         ([{"id": "p", "type": "python", "config": {"callable": "tests.steps.noop", "kwargs": [1]}}], "kwargs: must be an object"),
-        (OK + [{"id": "u", "type": "transform", "depends_on": ["zz"], "config": {"output": 1}}], "unknown step 'zz'"),
+        ([*OK, {"id": "u", "type": "transform", "depends_on": ["zz"], "config": {"output": 1}}], "unknown step 'zz'"),
     ],
 )
 def test_bad_steps_are_refused_and_nothing_is_stored(steps, message):

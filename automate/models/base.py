@@ -24,7 +24,9 @@ class ImmutableQuerySet(models.QuerySet):
         raise ImmutableRecordError(f"{self.model.__name__} rows are immutable; UPDATE refused")
 
 
-ImmutableManager = models.Manager.from_queryset(ImmutableQuerySet)
+class ImmutableManager(models.Manager):
+    def get_queryset(self) -> ImmutableQuerySet:
+        return ImmutableQuerySet(self.model, using=self._db)
 
 
 class ImmutableModel(models.Model):

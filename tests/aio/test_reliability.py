@@ -144,7 +144,6 @@ def test_sigterm_lets_in_flight_steps_finish(pg_conninfo, tmp_path):
 
 
 def test_sigterm_after_grace_cancels_and_releases_for_immediate_reclaim(pg_conninfo, tmp_path):
-    log = tmp_path / "marks"
     publish(
         "stuck",
         trigger_spec={"event": "stuck"},
@@ -169,11 +168,11 @@ def test_database_restart_under_load(tmp_path):
     import subprocess
     import sys
 
-    from automate.embedded import embedded_url
-    from tests.aio.procs import ROOT
-
     import pgserver
     from pgserver._commands import pg_ctl
+
+    from automate.embedded import embedded_url
+    from tests.aio.procs import ROOT
 
     data = tmp_path / "pg"
     url = embedded_url(data, quiet=True)
