@@ -14,9 +14,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-__all__ = ["DEFAULT_PGDATA", "database_url", "django_database", "embedded_url"]
+__all__ = ["DEFAULT_PGDATA", "conninfo_from_django", "database_url", "django_database", "embedded_url"]
 
 DEFAULT_PGDATA = ".automate/pgdata"
 _announced: set[str] = set()
@@ -70,3 +70,19 @@ def django_database(url: str, **extra: Any) -> dict[str, Any]:
     }
     entry.update(extra)
     return entry
+
+
+def conninfo_from_django(settings_dict: dict[str, Any], **extra: Any) -> str:
+    """A libpq conninfo string for a Django ``DATABASES`` entry (the worker and the notifier use it)."""
+    params: dict[str, Any] = {
+        "dbname": settings_dict.get("NAME"),
+        "user": settings_dict.get("USER"),
+        "password": settings_dict.get("PASSWORD"),
+        "host": settings_dict.get("HOST"),
+        "port": settings_dict.get("PORT"),
+    }
+    for key, value in (settings_dict.get("OPTIONS") or {}).items():
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            params[key] = value
+    params.update(extra)
+    return make_conninfo(**{k: v for k, v in params.items() if v not in (None, "")})

@@ -1,75 +1,161 @@
-"""The wake-up signal: ``NOTIFY automate_outbox`` after the commit, never inside it.
+"""The wake-up signal: ``NOTIFY automate_outbox`` after the commit, never inside it, never on the
+emitting request's path.
 
 Measured on PostgreSQL 16 (see the foundation issue): a NOTIFY inside each write transaction takes a
-database-wide lock held through the commit's WAL flush and cuts insert throughput to about 30%. So the
-notification is sent from an ``on_commit`` hook, in its own tiny autocommit transaction, and it is
-coalesced twice:
+database-wide lock held through the commit's WAL flush and cuts insert throughput to about 30%. Sending
+it after the commit from the emitting thread (as a first version did) avoided the lock but still cost
+each emit a second round trip: ``benchmarks/bench_emit.py`` measured emit_event at 40% of a plain INSERT,
+a third of that gap being the NOTIFY. So the commit hook only raises a flag, and one background thread
+per process and database sends the NOTIFY on its own autocommit connection:
 
 * per transaction: the hook is registered once, however many events the transaction emits;
-* per process: while one thread is sending, commits from other threads only raise a ``dirty`` flag and
-  the sender sends once more for all of them. Every commit that raised the flag before a send started is
-  covered by that send, so no wake-up is lost, and a burst of commits costs one or two notifications.
+* per process: while the thread is sending, further commits only raise the flag again, and it sends once
+  more for all of them. Every commit that raised the flag before a send started is covered by that send,
+  so no wake-up is lost, and a burst of commits costs one or two notifications.
 
-A rolled-back transaction drops its hooks, so it sends nothing. Rows inserted another way (raw SQL,
-another service) are found by the worker's fallback poll.
+A rolled-back transaction drops its hooks, so it sends nothing. If the notifier cannot reach the
+database, the data is still committed: the worker's fallback poll finds the rows. After a fork (a
+pre-forking server) the child starts its own thread and connection. The connection is closed after
+half a second without commits, so an idle process holds no extra connection (and a test database can be
+dropped); ``close()`` closes it at once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 
+import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
+from .embedded import conninfo_from_django
 from .queries import NOTIFY_OUTBOX
 
-__all__ = ["notify_on_commit"]
+__all__ = ["close", "notify_on_commit", "wait_idle"]
+
+IDLE_CLOSE_SECONDS = 0.5
+# At most one NOTIFY per 2 ms per process: under a steady stream of commits one wake-up covers the
+# commits of the last 2 ms (the worker is busy then anyway); the first commit after a quiet spell
+# is still sent at once, so an idle worker's wake-up latency is unchanged.
+MIN_INTERVAL_SECONDS = 0.002
 
 log = logging.getLogger(__name__)
 
 
-class _Coalescer:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._dirty = False
+class _Notifier:
+    """One sender thread for one database alias."""
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self._cond = threading.Condition()
+        self._pending = False
         self._sending = False
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._closing = False
+        self.sent = 0
 
-    def commit_happened(self, using: str) -> None:
-        with self._lock:
-            self._dirty = True
-            if self._sending:
-                return  # the thread that is sending will send once more for us
-            self._sending = True
-        try:
-            while True:
-                with self._lock:
-                    if not self._dirty:
-                        self._sending = False
+    def request(self) -> None:
+        with self._cond:
+            self._pending = True
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name=f"automate-notify-{self.using}", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Block until every requested NOTIFY was sent (tests, scripts about to exit)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending or self._sending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the connection now; the next commit opens it again."""
+        thread = self._thread
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout)
+        with self._cond:
+            self._closing = False
+            self._thread = None
+
+    def _run(self) -> None:
+        conn: psycopg.Connection | None = None
+        failures = 0
+        last_sent = float("-inf")
+        while True:
+            with self._cond:
+                while not self._pending:
+                    if self._closing or (conn is not None and not self._cond.wait(IDLE_CLOSE_SECONDS)):
+                        break  # asked to close, or idle: give the connection back
+                    if conn is None:
+                        self._cond.wait()
+                if not self._pending:
+                    if conn is not None:
+                        conn.close()
+                        conn = None
+                    if self._closing:
+                        self._thread = None
                         return
-                    self._dirty = False
-                self._send(using)
-        except BaseException:
-            with self._lock:
-                self._sending = False
-            raise
+                    continue
+                self._sending = True
+            gap = MIN_INTERVAL_SECONDS - (time.monotonic() - last_sent)
+            if gap > 0:
+                time.sleep(gap)  # commits that arrive meanwhile ride on this send
+            with self._cond:
+                self._pending = False
+            try:
+                last_sent = time.monotonic()
+                if conn is None or conn.closed:
+                    conninfo = conninfo_from_django(
+                        connections[self.using].settings_dict, application_name="automate-notify"
+                    )
+                    conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
+                conn.execute(NOTIFY_OUTBOX)
+                self.sent += 1
+                failures = 0
+            except Exception:
+                # The rows are committed; a lost wake-up only delays the worker until its fallback poll.
+                failures += 1
+                log.warning("automate.notify.failed", exc_info=failures == 1)
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(min(1.0, 0.01 * 2**failures))
+            finally:
+                with self._cond:
+                    self._sending = False
+                    self._cond.notify_all()
 
-    @staticmethod
-    def _send(using: str) -> None:
-        try:
-            with connections[using].cursor() as cursor:
-                cursor.execute(NOTIFY_OUTBOX)
-        except Exception:
-            # The data is committed; a lost wake-up only delays the worker until its fallback poll.
-            log.warning("automate.notify.failed", exc_info=True)
+
+_notifiers: dict[str, _Notifier] = {}
+_lock = threading.Lock()
 
 
-_coalescer = _Coalescer()
+def _notifier(using: str) -> _Notifier:
+    notifier = _notifiers.get(using)
+    if notifier is None:
+        with _lock:
+            notifier = _notifiers.setdefault(using, _Notifier(using))
+    return notifier
 
 
 def _hook_for(using: str) -> Callable[[], None]:
+    notifier = _notifier(using)
+
     def _after_commit() -> None:
-        _coalescer.commit_happened(using)
+        notifier.request()
 
     _after_commit.automate_notify = using  # type: ignore[attr-defined]
     return _after_commit
@@ -86,4 +172,16 @@ def notify_on_commit(using: str = DEFAULT_DB_ALIAS) -> None:
                 return
         transaction.on_commit(_hook_for(using), using=using)
     else:
-        _coalescer.commit_happened(using)
+        _notifier(using).request()
+
+
+def wait_idle(using: str = DEFAULT_DB_ALIAS, timeout: float = 5.0) -> bool:
+    """Wait until the notifier of ``using`` has sent everything requested so far."""
+    notifier = _notifiers.get(using)
+    return True if notifier is None else notifier.wait_idle(timeout)
+
+
+def close() -> None:
+    """Close every notifier connection (test teardown, before dropping a database)."""
+    for notifier in list(_notifiers.values()):
+        notifier.close()

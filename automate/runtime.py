@@ -7,8 +7,9 @@ import uuid
 from typing import Any
 
 import orjson
+import psycopg
 from asgiref.sync import sync_to_async
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from . import queries
 from .conf import get_settings
@@ -73,6 +74,33 @@ def _check_str(name: str, value: str | None, limit: int) -> None:
         raise InvalidEventError(f"{name} must be a non-empty string of at most {limit} characters")
 
 
+def _execute_emit(
+    raw: psycopg.Connection[Any], params: dict[str, Any], dedupe_key: str | None, prepared: bool
+) -> tuple[Any, bool] | None:
+    """Run EMIT_EVENT on Django's psycopg connection; ``(event id, inserted?)``.
+
+    EMIT_EVENT is one statement, atomic on its own: in autocommit mode it needs no BEGIN/COMMIT round
+    trips, and inside the caller's transaction it joins it. It runs as a prepared statement on a
+    server-side binding cursor: through Django's defaults (client-side binding, ``prepare_threshold``
+    None) the server parsed and planned the CTE on every emit, which took longer than the insert itself
+    (benchmarks/bench_emit.py). Only this statement is prepared; Django's own queries are unaffected.
+    """
+    threshold = raw.prepare_threshold
+    if prepared and threshold is None:
+        raw.prepare_threshold = 0
+    try:
+        with psycopg.Cursor(raw) as cursor:
+            cursor.execute(queries.EMIT_EVENT, params)
+            row = cursor.fetchone()
+            if row is not None:
+                return row[0], True
+            cursor.execute(queries.EVENT_ID_BY_DEDUPE_KEY, {"dedupe_key": dedupe_key})
+            existing = cursor.fetchone()
+            return (existing[0], False) if existing is not None else None
+    finally:
+        raw.prepare_threshold = threshold
+
+
 def emit_event(
     type: str,
     payload: dict[str, Any],
@@ -105,17 +133,15 @@ def emit_event(
         "max_attempts": settings.EXECUTION.max_retries + 1,
     }
     conn = connections[using]
-    with transaction.atomic(using=using, savepoint=False), conn.cursor() as cursor:
-        cursor.execute(queries.EMIT_EVENT, params)
-        row = cursor.fetchone()
-        if row is None:  # dedupe_key seen before: nothing was written
-            cursor.execute(queries.EVENT_ID_BY_DEDUPE_KEY, {"dedupe_key": dedupe_key})
-            existing = cursor.fetchone()
-            if existing is None:  # pragma: no cover - the conflicting row was deleted in between
-                raise InvalidEventError(f"dedupe_key {dedupe_key!r} conflicts with an event being deleted")
-            return str(existing[0])
-        if settings.EVENTS.notify == "commit":
-            notify_on_commit(using)
+    conn.ensure_connection()
+    with conn.wrap_database_errors:
+        row = _execute_emit(conn.connection, params, dedupe_key, settings.EVENTS.prepared_statements)
+    if row is None:
+        raise InvalidEventError(f"dedupe_key {dedupe_key!r} conflicts with an event being deleted")
+    if not row[1]:  # dedupe_key seen before: nothing was written
+        return str(row[0])
+    if settings.EVENTS.notify == "commit":
+        notify_on_commit(using)
     return str(row[0])
 
 
@@ -168,11 +194,11 @@ def run_workflow(workflow_slug: str, payload: dict[str, Any], *, using: str = DE
         "tracestate": tracestate,
         "max_attempts": settings.EXECUTION.max_retries + 1,
     }
-    with transaction.atomic(using=using, savepoint=False), connections[using].cursor() as cursor:
+    with connections[using].cursor() as cursor:  # one statement: atomic without BEGIN/COMMIT
         cursor.execute(queries.START_RUN, params)
         row = cursor.fetchone()
-        if settings.EVENTS.notify == "commit":
-            notify_on_commit(using)
+    if settings.EVENTS.notify == "commit":
+        notify_on_commit(using)
     assert row is not None  # the statement inserts unconditionally
     return str(row[0])
 

@@ -42,3 +42,22 @@ async def async_db_cleanup() -> AsyncIterator[None]:
     """Close the connections Django opened in its sync_to_async thread, so the test DB can be dropped."""
     yield
     await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
+    """pytest-django's database setup, extended: the notifier thread's connection is closed before the
+    test database is dropped (its teardown runs before the original's)."""
+    yield
+    from automate import notify
+
+    notify.close()
+
+
+@pytest.fixture(autouse=True)
+def _notifier_idle_after_test() -> Iterator[None]:
+    """A NOTIFY still being sent must not reach the next test's LISTEN connection."""
+    yield
+    from automate import notify
+
+    notify.wait_idle()

@@ -29,6 +29,12 @@ KEYS = [
     ("SECRETS", "prefix", "AUTOMATE_", "APP_", 5, None),
     ("EVENTS", "max_payload_bytes", 1_048_576, 2048, "1MB", 0),
     ("EVENTS", "notify", "commit", "off", True, "sometimes"),
+    ("EVENTS", "prepared_statements", True, False, "yes", None),
+    ("EXECUTION", "park_after_seconds", 10.0, 1, "10", -1),
+    ("EXECUTION", "sync_threads", 32, 4, 4.5, 0),
+    ("POLICY", "python_allowlist", (), ["app.tasks.*"], "app.*", None),
+    ("SECRETS", "redact_keys", (), ["pin"], "pin", None),
+    ("SECRETS", "redact_patterns", (), ["x-[0-9]+"], "x", None),
 ]
 
 

@@ -95,3 +95,40 @@ def test_notify_off_sends_nothing(listener, settings):
     emit_event("order.created", {"id": 1})
     assert drain_notifies(listener) == []
     assert OutboxJob.objects.count() == 1
+
+
+def _notifier_connections(listener) -> int:
+    return listener.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'automate-notify'"
+    ).fetchone()[0]
+
+
+def test_notify_is_sent_by_a_background_connection_that_closes_when_idle(listener):
+    from automate import notify
+    from tests.aio.procs import wait_until
+
+    emit_event("order.created", {"id": 1})
+    assert len(drain_notifies(listener)) == 1
+    # Sent from the notifier's own connection, not the emitting request's.
+    assert _notifier_connections(listener) == 1
+    wait_until(lambda: _notifier_connections(listener) == 0, 5, "the idle notifier connection was not closed")
+    emit_event("order.created", {"id": 2})  # reopens on demand
+    assert len(drain_notifies(listener)) == 1
+    notify.close()
+    assert _notifier_connections(listener) == 0
+
+
+def test_emit_prepares_only_its_own_statement(listener, settings):
+    """The emit statement is prepared; Django's connection keeps its own prepare_threshold."""
+    from django.db import connection
+
+    for i in range(3):
+        emit_event("order.created", {"i": i})
+    assert connection.connection.prepare_threshold is None
+    prepared = connection.connection.execute(
+        "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%INSERT INTO automate_event%%'"
+    ).fetchone()[0]
+    assert prepared == 1
+    settings.DJANGO_AUTOMATE = {"EVENTS": {"prepared_statements": False}}
+    event_id = emit_event("order.created", {"i": 99})
+    assert Event.objects.get(pk=event_id).payload == {"i": 99}

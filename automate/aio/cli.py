@@ -28,34 +28,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _conninfo(settings_dict: dict[str, Any]) -> str:
-    from psycopg.conninfo import make_conninfo
-
-    params: dict[str, Any] = {
-        "dbname": settings_dict.get("NAME"),
-        "user": settings_dict.get("USER"),
-        "password": settings_dict.get("PASSWORD"),
-        "host": settings_dict.get("HOST"),
-        "port": settings_dict.get("PORT"),
-    }
-    for key, value in (settings_dict.get("OPTIONS") or {}).items():
-        if isinstance(value, str | int) and not isinstance(value, bool):
-            params[key] = value
-    return make_conninfo(**{k: v for k, v in params.items() if v not in (None, "")})
-
-
 def build_config(args: argparse.Namespace) -> Any:
     """Django settings + command line -> WorkerConfig. Needs django.setup() first."""
     from django.db import connections
 
     from automate.conf import get_settings
+    from automate.embedded import conninfo_from_django
 
     from .config import WorkerConfig
 
     s = get_settings()
     ex = s.EXECUTION
     return WorkerConfig(
-        conninfo=_conninfo(connections["default"].settings_dict),
+        conninfo=conninfo_from_django(connections["default"].settings_dict),
         concurrency=args.concurrency,
         batch_size=args.batch_size or ex.batch_size,
         lease_seconds=args.lease_seconds or ex.lease_seconds,
