@@ -146,6 +146,7 @@ class PgStore:
         self.conninfo = conninfo
         self.pool_size = pool_size
         self.pool = self._new_pool()
+        self._claim_conn: AsyncConnection[Any] | None = None
 
     def _new_pool(self) -> AsyncConnectionPool[Any]:
         return AsyncConnectionPool(
@@ -164,7 +165,20 @@ class PgStore:
         await self.pool.open(wait=True, timeout=30)
 
     async def close(self) -> None:
+        if self._claim_conn is not None:
+            await self._claim_conn.close()
+            self._claim_conn = None
         await self.pool.close()
+
+    async def _claimer(self) -> AsyncConnection[Any]:
+        """The claim loop's own connection: a claim is on the wake-up path, and a pool checkout and
+        return cost about as much as the claim itself. Reopened after any error."""
+        if self._claim_conn is None or self._claim_conn.closed:
+            self._claim_conn = await AsyncConnection.connect(
+                self.conninfo, autocommit=True, application_name="automate-claimer"
+            )
+            await _configure(self._claim_conn)
+        return self._claim_conn
 
     async def _rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         async with self.pool.connection() as conn:
@@ -173,9 +187,15 @@ class PgStore:
             return await cur.fetchall() if cur.description else []
 
     async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedJob]:
-        rows = await self._rows(
-            queries.CLAIM_JOBS, {"worker_id": worker_id, "limit": limit, "lease_seconds": lease_seconds}
-        )
+        params = {"worker_id": worker_id, "limit": limit, "lease_seconds": lease_seconds}
+        conn = await self._claimer()
+        try:
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(queries.CLAIM_JOBS, params)
+            rows = await cur.fetchall()
+        except BaseException:
+            await conn.close()  # unknown state (error or cancellation mid-claim): start afresh
+            raise
         jobs = []
         for jid, kind, event_id, run_id, attempts, max_attempts, payload, etype, epayload, src, tp, ts in rows:
             event = (

@@ -103,6 +103,7 @@ class Worker:
             log.info("automate.worker.stopping", extra={"grace_s": self.cfg.shutdown_grace})
             self._stopping.set()
             self._wake.set()
+            self._slot_free.set()
         else:
             log.warning("automate.worker.hard_stop")
             raise SystemExit(1)
@@ -166,8 +167,11 @@ class Worker:
         # Claim in worthwhile batches: while jobs are in flight, wait until at least half a batch of slots
         # is free instead of claiming one job per freed slot (one round trip per job).
         min_claim = max(1, min(self.cfg.batch_size, self.cfg.concurrency) // 2)
+        # Prefetch: up to one batch more jobs than the semaphore admits steps, so a step that finishes
+        # hands its permit to a job already claimed instead of waiting for a flush and a claim round trip.
+        slots = self.cfg.concurrency + self.cfg.batch_size
         while not self._stopping.is_set():
-            free = self.cfg.concurrency - len(self._inflight)
+            free = slots - len(self._inflight)
             if free <= 0 or (free < min_claim and self._inflight):
                 self._slot_free.clear()
                 await self._wait_any(self._slot_free, None)
@@ -200,12 +204,14 @@ class Worker:
             return True
 
     async def _wait_any(self, event: asyncio.Event, limit_s: float | None) -> None:
-        waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._stopping.wait())}
-        try:
-            await asyncio.wait(waiters, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
+        """Wait for ``event`` (or a stop request, which sets every event) for at most ``limit_s``.
+
+        No helper tasks: this is on the wake-up path, where every loop iteration shows in the latency."""
+        if self._stopping.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit_s):
+                await event.wait()
 
     def _start(self, jobs: asyncio.TaskGroup, job: ClaimedJob) -> None:
         self.stats.claimed += 1
