@@ -69,7 +69,9 @@ class SecretsSettings(_Section):
 
 class EventsSettings(_Section):
     max_payload_bytes: int = Field(1_048_576, ge=1, description="Largest JSON-encoded event payload.")
-    notify: Literal["commit", "off"] = "commit"
+    # "commit": NOTIFY after the commit (default); "trigger": a database trigger notifies (see
+    # manage.py automate_notify_trigger), emit_event does not; "off": the workers' fallback poll only.
+    notify: Literal["commit", "trigger", "off"] = "commit"
     # Prepare the emit statement on the server. Turn off behind PgBouncer transaction pooling older than
     # 1.21, which cannot route prepared statements.
     prepared_statements: bool = True

@@ -206,3 +206,29 @@ SELECT run_id, step_id, attempt, status, output FROM automate_step_run
 WHERE run_id = ANY(%(run_ids)s)
 ORDER BY run_id, step_id, attempt
 """
+
+# ---------------------------------------------------------------------------------------------------
+# Optional trigger mode (manage.py automate_notify_trigger): for installations whose outbox rows are also
+# inserted by other services or raw SQL. The NOTIFY then runs inside each inserting transaction, which
+# holds PostgreSQL's notification lock through the commit: see README, "The wake-up".
+
+INSTALL_NOTIFY_TRIGGER = """
+CREATE OR REPLACE FUNCTION automate_notify_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('automate_outbox', '');
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS automate_outbox_notify ON automate_outbox_job;
+CREATE TRIGGER automate_outbox_notify AFTER INSERT ON automate_outbox_job
+    FOR EACH STATEMENT EXECUTE FUNCTION automate_notify_outbox();
+"""
+
+REMOVE_NOTIFY_TRIGGER = """
+DROP TRIGGER IF EXISTS automate_outbox_notify ON automate_outbox_job;
+DROP FUNCTION IF EXISTS automate_notify_outbox();
+"""
+
+NOTIFY_TRIGGER_INSTALLED = """
+SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'automate_outbox_notify' AND NOT tgisinternal)
+"""

@@ -132,3 +132,39 @@ def test_emit_prepares_only_its_own_statement(listener, settings):
     settings.DJANGO_AUTOMATE = {"EVENTS": {"prepared_statements": False}}
     event_id = emit_event("order.created", {"i": 99})
     assert Event.objects.get(pk=event_id).payload == {"i": 99}
+
+
+def test_trigger_mode_wakes_on_raw_sql_inserts(listener, settings):
+    """Rows inserted by another service (raw SQL) notify through the optional trigger."""
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.db import connection
+
+    out = StringIO()
+    call_command("automate_notify_trigger", "--install", stdout=out)
+    assert "installed" in out.getvalue()
+    settings.DJANGO_AUTOMATE = {"EVENTS": {"notify": "trigger"}}
+    try:
+        with connection.cursor() as cur:
+            cur.execute(
+                "INSERT INTO automate_outbox_job (kind, status, priority, available_at, attempts, max_attempts, "
+                "last_error, created_at, payload) VALUES ('task', 'PENDING', 0, now(), 0, 1, '', now(), '{}')"
+            )
+        assert len(drain_notifies(listener)) == 1
+        emit_event("order.created", {})  # the trigger notifies; emit_event itself sends nothing more
+        assert len(drain_notifies(listener)) == 1
+        with pytest.raises(RuntimeError), transaction.atomic():
+            emit_event("order.created", {})
+            raise RuntimeError
+        assert drain_notifies(listener) == []
+    finally:
+        out = StringIO()
+        call_command("automate_notify_trigger", "--remove", stdout=out)
+    assert "not installed" in out.getvalue()
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO automate_outbox_job (kind, status, priority, available_at, attempts, max_attempts, "
+            "last_error, created_at, payload) VALUES ('task', 'PENDING', 0, now(), 0, 1, '', now(), '{}')"
+        )
+    assert drain_notifies(listener) == []
