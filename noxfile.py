@@ -11,7 +11,7 @@ nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["tests", "lint", "types", "imports", "migrations"]
 nox.options.reuse_existing_virtualenvs = True
 
-DJANGO_FOR_PYTHON = {"3.11": "Django>=5.2,<5.3", "3.12": "Django>=6.0,<7"}
+DJANGO_FOR_PYTHON = {"3.11": "Django>=5.2,<5.3", "3.12": "Django>=6.0,<7"}  # Django 6 needs 3.12+
 
 
 @nox.session(python=False)
