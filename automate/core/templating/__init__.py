@@ -24,21 +24,22 @@ Limits against hostile configs or payloads: structures nested deeper than :data:
 producing more than :data:`MAX_OUTPUT_SIZE` characters (counted over everything templates and
 expressions insert) raise :class:`TemplateError`.
 
-Modules: ``syntax`` (parsing a string into text, paths and secret tokens; locations), ``references``
-(what a config refers to, for save-time checks) and ``rendering`` (:func:`render`). Import from this
-package; the modules are its implementation.
+Modules: ``parsing`` (what a config says without a context: templates, secret tokens, references,
+locations; for save-time checks) and ``rendering`` (:func:`render` against a run's context). Import from
+this package; the modules are its implementation.
 """
 
-from automate.core.templating.references import (
+from automate.core.templating.parsing import (
+    MAX_DEPTH,
     Reference,
     TemplateSyntaxError,
     find_references,
+    format_location,
     referenced_paths,
     referenced_secrets,
 )
+from automate.core.templating.parsing import Loc as Loc  # a config location, for annotations
 from automate.core.templating.rendering import MAX_OUTPUT_SIZE, render
-from automate.core.templating.syntax import MAX_DEPTH, format_location
-from automate.core.templating.syntax import Loc as Loc  # a config location, for annotations
 
 __all__ = [
     "MAX_DEPTH",
