@@ -22,14 +22,7 @@ from typing import Any
 # Limits not in __all__, importable from here as before.
 from automate.core.specs.models import MAX_DELAY_SECONDS as MAX_DELAY_SECONDS
 from automate.core.specs.models import MAX_EVENT_PATTERNS as MAX_EVENT_PATTERNS
-from automate.core.specs.models import (
-    MAX_STEPS,
-    BackoffPolicy,
-    StepSpec,
-    StepsSpec,
-    TriggerSpec,
-    WorkflowSpec,
-)
+from automate.core.specs.models import MAX_STEPS, BackoffPolicy, StepSpec, StepsSpec, TriggerSpec, WorkflowSpec
 from automate.core.specs.problems import parse_as
 
 __all__ = [

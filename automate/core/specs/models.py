@@ -29,16 +29,7 @@ from automate.core.specs.graph import check_graph
 from automate.core.specs.problems import Problem, rule_problem, sub
 from automate.core.templating import MAX_DEPTH
 
-__all__ = [
-    "MAX_DELAY_SECONDS",
-    "MAX_EVENT_PATTERNS",
-    "MAX_STEPS",
-    "BackoffPolicy",
-    "StepSpec",
-    "StepsSpec",
-    "TriggerSpec",
-    "WorkflowSpec",
-]
+__all__ = ["MAX_STEPS", "BackoffPolicy", "StepSpec", "StepsSpec", "TriggerSpec", "WorkflowSpec"]
 
 MAX_STEPS = 500
 MAX_EVENT_PATTERNS = 100
