@@ -18,6 +18,17 @@ from tests.aio.procs import WorkerProcess, wait_until
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
 
+def publish_stuck_run() -> None:
+    """One run whose step sleeps for five minutes: in flight for as long as a test needs."""
+    publish(
+        "stuck",
+        trigger_spec={"event": "stuck"},
+        steps=[{"id": "s", "type": "python", "timeout_seconds": 600,
+                "config": {"callable": "tests.steps.asleep", "kwargs": {"seconds": 300}}}],
+    )
+    emit_event("stuck", {})
+
+
 def marks(path) -> collections.Counter[str]:
     return collections.Counter(path.read_text().split()) if path.exists() else collections.Counter()
 
@@ -144,13 +155,7 @@ def test_sigterm_lets_in_flight_steps_finish(pg_conninfo, tmp_path):
 
 
 def test_sigterm_after_grace_cancels_and_releases_for_immediate_reclaim(pg_conninfo, tmp_path):
-    publish(
-        "stuck",
-        trigger_spec={"event": "stuck"},
-        steps=[{"id": "s", "type": "python", "timeout_seconds": 600,
-                "config": {"callable": "tests.steps.asleep", "kwargs": {"seconds": 300}}}],
-    )
-    emit_event("stuck", {})
+    publish_stuck_run()
     worker = WorkerProcess(pg_conninfo, "--grace", "0.5", "--lease-seconds", "300", log=tmp_path / "w.log")
     try:
         wait_until(lambda: StepRun.objects.filter(status="RUNNING").exists(), 30, "step never started")
@@ -249,13 +254,7 @@ def test_database_restart_under_load(tmp_path):
 
 
 def test_second_signal_exits_at_once(pg_conninfo, tmp_path):
-    publish(
-        "stuck",
-        trigger_spec={"event": "stuck"},
-        steps=[{"id": "s", "type": "python", "timeout_seconds": 600,
-                "config": {"callable": "tests.steps.asleep", "kwargs": {"seconds": 300}}}],
-    )
-    emit_event("stuck", {})
+    publish_stuck_run()
     worker = WorkerProcess(pg_conninfo, "--grace", "120", log=tmp_path / "w.log")
     try:
         wait_until(lambda: StepRun.objects.filter(status="RUNNING").exists(), 30, "step never started")
