@@ -83,7 +83,7 @@ def test_concurrent_committers_are_coalesced_but_never_lost(listener):
     for t in threads:
         t.join()
     notes = drain_notifies(listener, timeout=0.5)
-    assert 1 <= len(notes) <= n_threads * per_thread
+    assert 0 < len(notes) <= n_threads * per_thread
     assert OutboxJob.objects.count() == n_threads * per_thread
     # After the burst no wake-up is pending: the last commit was covered by a send that followed it.
     emit_event("order.created", {"last": True})

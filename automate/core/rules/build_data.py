@@ -10,6 +10,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from automate.core.rules.build_logic import plain_truth
+from automate.core.rules.builder_base import PRIMITIVES as _PRIMITIVES
+from automate.core.rules.builder_base import Builder
 from automate.core.rules.coerce import MAX_SAFE, is_array, strict_eq, to_string, truthy
 from automate.core.rules.limits import SMALL_OUTPUT, charge_items, charge_output
 from automate.core.rules.ops import op_add, op_in, op_missing, op_mul, op_sub
@@ -19,7 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BUILDERS"]
 
-Builder = Callable[[list[Any], list[str], str, "CompileContext"], "Fn"]
 
 
 # -- arithmetic --------------------------------------------------------------------------------------
@@ -72,7 +73,6 @@ def _b_in(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) 
     return lambda d: op_in([f_needle(d), f_haystack(d)], d, op_path)
 
 
-_PRIMITIVES = (type(None), bool, int, float, str)
 
 
 def _in_literals(f_needle: Fn, haystack: list[Any]) -> Fn:

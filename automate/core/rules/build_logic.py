@@ -7,9 +7,10 @@ tests wherever a value can never be one on which Python and JSONLogic disagree (
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from automate.core.rules.builder_base import Builder
+from automate.core.rules.builder_base import is_literal as _is_literal
 from automate.core.rules.coerce import truthy
 from automate.core.rules.ops import MISSING, lookup, split_path
 
@@ -18,16 +19,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BUILDERS"]
 
-Builder = Callable[[list[Any], list[str], str, "CompileContext"], "Fn"]
-_PRIMITIVES = (type(None), bool, int, float, str)
-
-
-def _is_literal(value: Any) -> bool:
-    return type(value) in _PRIMITIVES
-
-
-def _is_number(value: Any) -> bool:
-    return type(value) is int or type(value) is float
 
 
 def _const(value: Any) -> Fn:

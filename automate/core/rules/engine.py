@@ -103,27 +103,9 @@ def cache_clear() -> None:
 # and a Python call costs about as much as the dict lookup it would wrap.
 
 
-def _cached(rule: Any, limits: Limits) -> Any:
-    """The compiled form of ``rule``: from the cache (keyed by canonical JSON), else compiled and stored."""
-    try:
-        key: Any = _dumps(rule, option=_SORT_KEYS)
-    except TypeError:  # not serialisable: compile (and so validate) without caching
-        return compile_rule(rule, limits=limits)
-    if limits is not DEFAULT_LIMITS or len(key) > _DIGEST_OVER:
-        key = _long_key(key, limits)
-    found = _lookup(key)
-    if found is None:
-        return _compile_and_store(rule, key, limits)
-    try:  # noqa: SIM105
-        _touch(key)
-    except KeyError:
-        pass
-    return found
-
-
 def apply(rule: Any, data: Any = None, *, limits: Limits = DEFAULT_LIMITS) -> Any:
     """The raw JSONLogic value of ``rule`` for ``data`` (a JSON value: usually a dict)."""
-    compiled = _cached(rule, limits)
+    compiled = get_compiled(rule, limits)
     try:
         return compiled.run(data)
     except RecursionError:
@@ -132,7 +114,7 @@ def apply(rule: Any, data: Any = None, *, limits: Limits = DEFAULT_LIMITS) -> An
 
 def evaluate(rule_spec: Any, context: Any = None, *, limits: Limits = DEFAULT_LIMITS) -> bool:
     """Whether ``context`` matches ``rule_spec``: JSONLogic truthiness of ``apply``."""
-    compiled = _cached(rule_spec, limits)
+    compiled = get_compiled(rule_spec, limits)
     try:
         value = compiled.run(context)
     except RecursionError:
