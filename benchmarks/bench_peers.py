@@ -514,13 +514,7 @@ class ScriptWorkerSystem(System):
                         raise RuntimeError(f"{self.name}: the worker never started the warm-up job")
                     await asyncio.sleep(0.01)
                 await asyncio.sleep(0.5)  # idle again
-                loop = asyncio.get_running_loop()
-                t0 = loop.time()
-                for i in range(1, n + 1):
-                    delay = t0 + (i - 1) * p.latency_interval - loop.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    commits[i] = await _timed_enqueue(enqueue, i)
+                await _paced_enqueues(enqueue, n, p.latency_interval, commits)
             await asyncio.wait_for(proc.wait(), timeout=60)
         finally:
             await stop_process(proc)
@@ -811,13 +805,7 @@ class AutomateSystem(System):
                         raise RuntimeError("automate: the worker never started the warm-up job")
                     await asyncio.sleep(0.02)
                 await asyncio.sleep(0.5)
-                loop = asyncio.get_running_loop()
-                t0 = loop.time()
-                for i in range(1, n + 1):
-                    delay = t0 + (i - 1) * p.latency_interval - loop.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    commits[i] = await _timed_enqueue(enqueue, i)
+                await _paced_enqueues(enqueue, n, p.latency_interval, commits)
             deadline = time.monotonic() + 60
             while len(await asyncio.to_thread(_read_probe_file, probe_file)) < n + 1:
                 if proc.returncode is not None or time.monotonic() > deadline:
@@ -827,6 +815,17 @@ class AutomateSystem(System):
             await stop_process(proc)
         starts = await asyncio.to_thread(_read_probe_file, probe_file)
         return {i: (commits[i], starts[i]) for i in commits if i in starts}
+
+
+async def _paced_enqueues(enqueue: Enqueue, n: int, interval: float, commits: dict[int, float]) -> None:
+    """Enqueue probes 1..n, ``interval`` seconds apart on the loop's clock; record each commit time."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for i in range(1, n + 1):
+        delay = t0 + (i - 1) * interval - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        commits[i] = await _timed_enqueue(enqueue, i)
 
 
 async def _timed_enqueue(enqueue: Enqueue, i: int) -> float:
