@@ -43,4 +43,4 @@ TEMPLATES = [
 ]
 DATABASES = {"default": django_database(TEST_DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-DJANGO_AUTOMATE: dict = {"POLICY": {"python_allowlist": ["tests.steps.*"]}}
+DJANGO_AUTOMATE: dict = {"POLICY": {"python_allowlist": ["tests.steps.*", "tests.chaos_steps.*"]}}
