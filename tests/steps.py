@@ -67,8 +67,44 @@ def fail_permanently(message: str = "nope") -> None:
 
 
 def leak(ctx: Any, secret: str) -> dict[str, str]:
-    """Returns and raises with a secret value under innocent keys: redaction must scrub it."""
+    """Returns a secret value under innocent keys: redaction must scrub it from the stored output."""
     return {"note": f"the value is {secret}", "copy": secret}
+
+
+def leak_raise(ctx: Any, secret: str) -> None:
+    """Raises an exception whose message contains a secret value: redaction must scrub the stored error."""
+    raise ValueError(f"upstream rejected the token {secret} (copy: {secret!r})")
+
+
+# A sync callable that blocks until GATE is set; GATE_RUNNING holds the threads inside it right now and
+# GATE_PEAK the most there ever were at once (tests/test_sync_threads.py).
+GATE = threading.Event()
+GATE_RUNNING: set[int] = set()
+GATE_ENTERED: list[int] = []
+GATE_PEAK = [0]
+_gate_lock = threading.Lock()
+
+
+def wait_for_gate() -> str:
+    me = threading.get_ident()
+    with _gate_lock:
+        GATE_RUNNING.add(me)
+        GATE_ENTERED.append(me)
+        GATE_PEAK[0] = max(GATE_PEAK[0], len(GATE_RUNNING))
+    try:
+        GATE.wait()
+    finally:
+        with _gate_lock:
+            GATE_RUNNING.discard(me)
+    return "through"
+
+
+def reset_gate() -> None:
+    GATE.clear()
+    with _gate_lock:
+        GATE_RUNNING.clear()
+        GATE_ENTERED.clear()
+        GATE_PEAK[0] = 0
 
 
 def not_json() -> object:

@@ -3,36 +3,139 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import fnmatch
 import importlib
 import inspect
+import logging
+import threading
 import weakref
 from collections.abc import Callable, Mapping
 from functools import lru_cache, partial
 from typing import Any, ClassVar
-
-import anyio
-import anyio.to_thread
 
 from automate.conf import get_settings
 from automate.core.errors import SpecError
 
 from .base import PermanentStepError, StepContext
 
-__all__ = ["PythonConnector", "TransformConnector"]
+__all__ = ["PythonConnector", "TransformConnector", "run_sync_bounded", "stuck_threads"]
 
-# One limiter per event loop (tests run many loops; a limiter belongs to the loop that made it).
-_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
-    weakref.WeakKeyDictionary()
-)
+log = logging.getLogger(__name__)
+
+# -- sync callables: at most EXECUTION.sync_threads threads, abandoned ones included -------------------------
+#
+# A thread cannot be interrupted. When a step times out while its sync callable runs, the step fails and
+# the thread is abandoned: it goes on until the callable returns, and its result is discarded. An
+# abandoned thread keeps its slot until then (anyio's abandon_on_cancel gave the slot back at once, so
+# a callable that hangs leaked one more thread per attempt and the bound bounded nothing). When every
+# slot is held by a stuck thread, further sync steps wait for a slot (and time out waiting) instead of
+# starting more threads. Each abandonment is logged (``automate.step.thread_stuck``) and counted by
+# stuck_threads() until the thread returns.
+#
+# The slots are an asyncio.Semaphore per event loop (the worker has one loop; tests run many, and a
+# semaphore belongs to the loop that made it), sized by EXECUTION.sync_threads when the loop first runs a
+# sync step. A thread gives its slot back from its own completion, through loop.call_soon_threadsafe.
+# The threads are daemon threads, so a hung callable cannot keep the worker process from exiting.
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+_stuck: dict[int, str] = {}  # id(call) -> label, for abandoned calls whose thread still runs
+_stuck_lock = threading.Lock()
 
 
-def _thread_limiter() -> anyio.CapacityLimiter:
+def _thread_slots() -> asyncio.Semaphore:
     loop = asyncio.get_running_loop()
-    limiter = _limiters.get(loop)
-    if limiter is None:
-        limiter = _limiters[loop] = anyio.CapacityLimiter(get_settings().EXECUTION.sync_threads)
-    return limiter
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(get_settings().EXECUTION.sync_threads)
+    return slots
+
+
+def stuck_threads() -> int:
+    """How many abandoned threads (their step timed out or was cancelled) are still running a callable."""
+    with _stuck_lock:
+        return len(_stuck)
+
+
+class _Call:
+    """One sync call in its thread; hands its outcome and its slot back to the loop when it returns."""
+
+    __slots__ = ("abandoned", "done", "fn", "label", "lock", "loop", "returned", "slots")
+
+    def __init__(
+        self, fn: Callable[[], Any], label: str, loop: asyncio.AbstractEventLoop, slots: asyncio.Semaphore
+    ) -> None:
+        self.fn = fn
+        self.label = label
+        self.loop = loop
+        self.slots = slots
+        self.done: asyncio.Future[Any] = loop.create_future()
+        self.abandoned = False  # the awaiting task gave up on it (under lock, with returned)
+        self.returned = False
+        self.lock = threading.Lock()
+
+    def body(self) -> None:  # in the thread
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = self.fn()
+        except BaseException as exc:  # handed to the awaiting task, re-raised there
+            error = exc
+        with self.lock:
+            self.returned = True
+            if self.abandoned:
+                with _stuck_lock:
+                    _stuck.pop(id(self), None)
+                log.info("automate.step.thread_returned: %s", self.label, extra={"callable": self.label})
+        # A closed loop (RuntimeError): nobody waits for this result, and the slot died with the loop.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._settle, result, error)
+
+    def _settle(self, result: Any, error: BaseException | None) -> None:  # on the loop
+        self.slots.release()
+        if self.done.done():  # cancelled: the step has already failed
+            return
+        if error is not None:
+            self.done.set_exception(error)
+        else:
+            self.done.set_result(result)
+
+    def abandon(self) -> None:  # on the loop, when the awaiting task is cancelled
+        with self.lock:
+            if self.returned:
+                return  # it had just returned: its slot is on its way back
+            self.abandoned = True
+            with _stuck_lock:
+                _stuck[id(self)] = self.label
+                count = len(_stuck)
+        log.warning(
+            "automate.step.thread_stuck: %s is still running in an abandoned thread (%d stuck)",
+            self.label,
+            count,
+            extra={"callable": self.label, "stuck_threads": count},
+        )
+
+
+async def run_sync_bounded(fn: Callable[[], Any], label: str) -> Any:
+    """``fn()`` in a thread, holding one of the loop's EXECUTION.sync_threads slots until it returns.
+
+    Cancelling the caller (a step timeout) abandons the thread; its slot is freed only when it returns.
+    ``label`` names the callable in the thread's name and in the ``automate.step.thread_stuck`` warning.
+    """
+    loop = asyncio.get_running_loop()
+    slots = _thread_slots()
+    await slots.acquire()
+    call = _Call(partial(contextvars.copy_context().run, fn), label, loop, slots)
+    try:
+        threading.Thread(target=call.body, name=f"automate-sync {label}", daemon=True).start()
+    except BaseException:
+        slots.release()
+        raise
+    try:
+        return await call.done
+    except asyncio.CancelledError:
+        call.abandon()
+        raise
 
 
 def _allowed(path: str) -> bool:
@@ -92,11 +195,8 @@ class PythonConnector:
             kwargs["ctx"] = ctx
         if is_async:
             return await fn(**kwargs)
-        # abandon_on_cancel: a thread cannot be interrupted; on timeout the step fails and the thread
-        # is left to finish on its own (its result is discarded).
-        return await anyio.to_thread.run_sync(
-            partial(fn, **kwargs), limiter=_thread_limiter(), abandon_on_cancel=True
-        )
+        # On timeout the step fails and the thread is abandoned, keeping its slot until it returns.
+        return await run_sync_bounded(partial(fn, **kwargs), target)
 
 
 class TransformConnector:
