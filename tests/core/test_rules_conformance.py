@@ -11,7 +11,8 @@ import pytest
 
 from automate.rules import apply, evaluate, explain
 
-SUITE = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "jsonlogic-tests.json"
+# A copy of https://jsonlogic.com/tests.json kept in the repository (see tests/data/README.md).
+SUITE = Path(__file__).resolve().parent.parent / "data" / "jsonlogic-tests.json"
 
 
 def _load_cases() -> list[Any]:
