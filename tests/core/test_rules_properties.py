@@ -11,7 +11,8 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from automate.core.rules import cache_clear, compile_rule
@@ -276,7 +277,10 @@ def r_apply(rule: Any, data: Any) -> Any:
         return a if math.isinf(b) else math.fmod(a, b)
     if op in ("min", "max"):
         nums = [r_num(x) for x in v]
-        return math.nan if any(map(math.isnan, nums)) else (min if op == "min" else max)(nums)
+        if any(map(math.isnan, nums)):
+            return math.nan
+        # Math.min/Math.max order -0 below +0 (Python's min/max would keep whichever zero came first)
+        return (min if op == "min" else max)(nums, key=lambda x: (x, math.copysign(1.0, x)))
     if op == "cat":
         return "".join("" if x is None else r_str(x) for x in v)
     if op == "in":
@@ -299,15 +303,19 @@ def r_apply(rule: Any, data: Any) -> Any:
 
 
 def same(a: Any, b: Any) -> bool:
-    """Equal as JSON values: numbers by value (NaN equals NaN), never a boolean for a number."""
+    """Equal as JavaScript numbers and JSON values: NaN equals NaN, -0 is not +0 (``1 / -0`` is
+    ``-Infinity``), never a boolean for a number."""
     if r_type(a) != r_type(b):
         return False
     if isinstance(a, list) or isinstance(b, list):
         return isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(map(same, a, b))
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if r_type(a) == "number" and math.isnan(a):
-        return math.isnan(b)
+    if r_type(a) == "number":
+        if math.isnan(a):
+            return math.isnan(b)
+        if a == 0:
+            return b == 0 and math.copysign(1.0, a) == math.copysign(1.0, b)
     return a == b
 
 
@@ -358,15 +366,46 @@ def extend(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 rules = st.recursive(st.one_of(primitive, variable, literal_array), extend, max_leaves=14)
 
+
+def examples(n: int) -> int:
+    """``n`` examples, or the active profile's count when that is larger (``nox -s fuzz``)."""
+    return max(n, settings.default.max_examples)
+
+
+# RULES_PROPERTY_EXAMPLES overrides both (the seed stays derandomized unless HYPOTHESIS_PROFILE=fuzz).
 PROPERTY_SETTINGS = settings(
-    max_examples=int(os.environ.get("RULES_PROPERTY_EXAMPLES", "600")),
+    max_examples=int(os.environ.get("RULES_PROPERTY_EXAMPLES", examples(600))),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 
+# Cases found by random search (the default run tests them every time), as (rule, data).
+ANY_DATA = {"a": None, "b": None, "c": {"d": None}, "xs": [], "s": ""}
+FOUND = [
+    # -null is -0, and true / -0 is -Infinity: the engine turned -0 into the int 0 and answered Infinity.
+    ({"/": [{"reduce": [None, None, {"==": [None, None]}]}, {"-": None}]}, ANY_DATA),
+]
+# The same negative-zero slip in every operator that can make or keep a -0.
+NEGATIVE_ZERO = [
+    {"/": [1, {"-": 0}]},
+    {"/": [1, {"*": [-1, 0]}]},
+    {"/": [1, {"*": [0, {"var": "b"}]}]},
+    {"/": [1, {"-": [{"-": 0}, 0]}]},
+    {"/": [1, {"%": [-4, 2]}]},
+    {"/": [1, {"%": [{"-": 0}, 5]}]},
+    {"/": [1, {"min": [0, {"-": 0}]}]},
+    {"/": [1, {"max": [{"-": 0}, 0]}]},
+    {"/": [1, {"max": [{"-": 0}, {"-": 0}]}]},
+    {"/": [1, {"+": [{"-": 0}]}]},
+    {"/": [1, {"-": "0"}]},
+    {"/": [1, {"-": "-0"}]},
+    {"-": False},
+]
+
 
 @PROPERTY_SETTINGS
 @given(rule=rules, data=data_strategy)
+@example(*FOUND[0])
 def test_compiled_engine_matches_the_reference(rule: Any, data: Any) -> None:
     expected = r_apply(rule, data)
     actual = apply(rule, data)
@@ -384,7 +423,7 @@ def test_explain_and_evaluate_agree_with_apply(rule: Any, data: Any) -> None:
     assert text.splitlines()[0].startswith("✓" if tree["passed"] else "✗")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(rule=rules, data=data_strategy)
 def test_cache_is_transparent(rule: Any, data: Any) -> None:
     uncached = compile_rule(rule)(data)
@@ -394,7 +433,7 @@ def test_cache_is_transparent(rule: Any, data: Any) -> None:
     assert same(first, uncached) and same(second, uncached)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(rule=rules, data=data_strategy)
 def test_negations_and_symmetry(rule: Any, data: Any) -> None:
     other = {"var": "a"}
@@ -429,3 +468,27 @@ def test_key_order_does_not_matter(rule: dict[str, Any]) -> None:
     wrapped = {"if": [rule, {"var": "x"}, {"var": "y"}]}
     reordered = {"if": [rule, {"var": "x"}, {"var": "y"}]}
     assert apply(wrapped, {"x": 1, "y": 2}) == apply(reordered, {"y": 2, "x": 1})
+
+
+@pytest.mark.parametrize("rule", NEGATIVE_ZERO)
+def test_negative_zero_follows_javascript(rule: Any) -> None:
+    data = {"b": -2}
+    expected = r_apply(rule, data)
+    assert same(apply(rule, data), expected) and same(explain(rule, data)["value"], expected)
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [  # as node prints them: 1/-0, -3*0, Math.min(0,-0), Math.max(-0,0), -4%2, 0+-0, -null
+        ({"/": [1, {"-": 0}]}, -math.inf),
+        ({"/": [1, {"*": [-3, 0]}]}, -math.inf),
+        ({"/": [1, {"min": [0, {"-": 0}]}]}, -math.inf),
+        ({"/": [1, {"max": [{"-": 0}, 0]}]}, math.inf),
+        ({"/": [1, {"%": [-4, 2]}]}, -math.inf),
+        ({"/": [1, {"+": [0, {"-": 0}]}]}, math.inf),
+        ({"/": [1, {"-": None}]}, -math.inf),
+    ],
+)
+def test_negative_zero_answers(rule: Any, expected: float) -> None:
+    assert apply(rule, {}) == expected
+    assert r_apply(rule, {}) == expected  # the reference agrees

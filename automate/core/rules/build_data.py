@@ -14,7 +14,7 @@ from automate.core.rules.builder_base import PRIMITIVES as _PRIMITIVES
 from automate.core.rules.builder_base import Builder
 from automate.core.rules.coerce import MAX_SAFE, is_array, strict_eq, to_string, truthy
 from automate.core.rules.limits import SMALL_OUTPUT, charge_items, charge_output
-from automate.core.rules.ops import op_add, op_in, op_missing, op_mul, op_sub
+from automate.core.rules.ops import int_mul, op_add, op_in, op_missing, op_mul, op_sub
 
 if TYPE_CHECKING:
     from automate.core.rules.compiler import CompileContext, Fn
@@ -26,7 +26,7 @@ __all__ = ["BUILDERS"]
 # -- arithmetic --------------------------------------------------------------------------------------
 
 
-def _arith(slow: Callable[[list[Any], Any, str], Any], fast: Callable[[int, int], int]) -> Builder:
+def _arith(slow: Callable[[list[Any], Any, str], Any], fast: Callable[[int, int], int | float]) -> Builder:
     """A builder that adds an int-and-int fast path (exact while within the safe-integer range)."""
 
     def build(args: list[Any], paths: list[str], op_path: str, ctx: CompileContext) -> Fn:
@@ -222,7 +222,7 @@ def _b_quantifier(op: str) -> Builder:
 
 BUILDERS: dict[str, Builder] = {
     "+": _arith(op_add, lambda x, y: x + y),
-    "*": _arith(op_mul, lambda x, y: x * y),
+    "*": _arith(op_mul, int_mul),
     "-": _b_sub,
     "in": _b_in,
     "missing": _b_missing,

@@ -82,8 +82,12 @@ def is_array(value: Any) -> bool:
 
 
 def norm(x: float) -> int | float:
-    """A whole float within the safe-integer range as an ``int``; anything else unchanged."""
-    if x.is_integer() and -MAX_SAFE <= x <= MAX_SAFE:
+    """A whole float within the safe-integer range as an ``int``; anything else unchanged.
+
+    ``-0.0`` stays a float: no int holds a negative zero, and JavaScript tells it apart (``1 / -0`` is
+    ``-Infinity``).
+    """
+    if x.is_integer() and -MAX_SAFE <= x <= MAX_SAFE and (x or math.copysign(1.0, x) > 0):
         return int(x)
     return x
 

@@ -247,11 +247,22 @@ def op_add(values: list[Any], data: Any, path: str) -> int | float:
     return _result(total)
 
 
+def int_mul(x: int, y: int) -> int | float:
+    """``x * y`` of two ints as doubles multiply: a zero product of opposite signs is ``-0.0``."""
+    product = x * y
+    if product == 0 and (x < 0) != (y < 0):
+        return -0.0  # JavaScript: -3 * 0 is -0 (an int 0 is always +0)
+    return product
+
+
 def op_mul(values: list[Any], data: Any, path: str) -> int | float:
     product: int | float = parse_float(values[0])
     for value in values[1:]:
         number = parse_float(value)
-        product = product * number if type(product) is type(number) else _float(product) * _float(number)
+        if type(product) is int and type(number) is int:
+            product = int_mul(product, number)
+        else:
+            product = _float(product) * _float(number)
         if type(product) is int and not -MAX_SAFE <= product <= MAX_SAFE:
             product = _float(product)  # keep ints bounded, as doubles are
     return _result(product)
@@ -260,7 +271,7 @@ def op_mul(values: list[Any], data: Any, path: str) -> int | float:
 def op_sub(values: list[Any], data: Any, path: str) -> int | float:
     a = to_number(values[0])
     if len(values) == 1:
-        return _result(-a)
+        return _result(-a) if a or type(a) is not int else -0.0  # JavaScript: -0 and -null are -0
     b = to_number(values[1])
     return _result(a - b if type(a) is type(b) else _float(a) - _float(b))
 
@@ -283,7 +294,9 @@ def op_mod(values: list[Any], data: Any, path: str) -> int | float:
         if b == 0:
             return math.nan
         remainder = abs(a) % abs(b)
-        return _result(-remainder if a < 0 else remainder)
+        if a < 0:
+            return _result(-remainder) if remainder else -0.0  # the sign of the dividend: -4 % 2 is -0
+        return _result(remainder)
     a, b = _float(a), _float(b)
     if b == 0 or a != a or b != b or math.isinf(a):
         return math.nan
@@ -292,19 +305,24 @@ def op_mod(values: list[Any], data: Any, path: str) -> int | float:
     return _result(math.fmod(a, b))
 
 
-def _extreme(values: list[Any], pick: Callable[[list[Any]], Any]) -> int | float:
+def _extreme(values: list[Any], pick: Callable[[list[Any]], Any], negative_zero_wins: bool) -> int | float:
     numbers = [to_number(value) for value in values]
     if any(n != n for n in numbers):
         return math.nan
-    return _result(pick(numbers))
+    result = pick(numbers)
+    if result == 0:
+        # Python's min/max keep the first of equal values; Math.min takes -0 over +0, Math.max +0 over -0.
+        negative = [type(n) is float and n == 0 and math.copysign(1.0, n) < 0 for n in numbers if n == 0]
+        return -0.0 if (any(negative) if negative_zero_wins else all(negative)) else 0
+    return _result(result)
 
 
 def op_min(values: list[Any], data: Any, path: str) -> int | float:
-    return _extreme(values, min)
+    return _extreme(values, min, True)
 
 
 def op_max(values: list[Any], data: Any, path: str) -> int | float:
-    return _extreme(values, max)
+    return _extreme(values, max, False)
 
 
 # -- strings and arrays ------------------------------------------------------------------------------
