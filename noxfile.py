@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import random
+
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -18,6 +20,31 @@ DJANGO_FOR_PYTHON = {"3.11": "Django>=5.2,<5.3", "3.12": "Django>=6.0,<7"}  # Dj
 def tests(session: nox.Session) -> None:
     """The suite on the current interpreter (Django 5.2 on Python 3.11, as the README runs it)."""
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=False)
+def fuzz(session: nox.Session) -> None:
+    """Every property test with fresh randomness and many more examples (HYPOTHESIS_PROFILE=fuzz).
+
+    The default run is derandomized (tests/conftest.py), so it cannot fail at random; this session
+    searches. Turn whatever it finds into an ``@example`` on the test, with the fix. AUTOMATE_FUZZ_EXAMPLES
+    sets the examples per test (20000 by default); ``nox -s fuzz -- -k rules`` narrows the tests.
+    """
+    session.run(
+        "python", "-m", "pytest", "tests", "-m", "hypothesis", "-p", "no:cacheprovider", *session.posargs,
+        env={"HYPOTHESIS_PROFILE": "fuzz"},
+    )
+
+
+@nox.session(python=False)
+def chaos(session: nox.Session) -> None:
+    """The fault-injection test at full size: ``nox -s chaos [-- SEED]`` (a random seed, printed, if none)."""
+    seed = session.posargs[0] if session.posargs else str(random.randrange(2**31))
+    session.log(f"AUTOMATE_CHAOS_SEED={seed}  (re-run with: nox -s chaos -- {seed})")
+    session.run(
+        "python", "-m", "pytest", "tests/aio/test_chaos.py", "-p", "no:cacheprovider",
+        env={"AUTOMATE_CHAOS_JOBS": "3000", "AUTOMATE_CHAOS_SEED": seed},
+    )
 
 
 @nox.session(python=list(DJANGO_FOR_PYTHON))

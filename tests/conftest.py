@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, connections
+from hypothesis import HealthCheck, settings
+
+# -- Hypothesis profiles ------------------------------------------------------------------------------
+# "default": every run of the README command (and CI) tests the same examples, seeded from each test's
+# source (derandomize implies no example database), without wall-clock deadlines or the timing-based
+# too_slow health check, so a default run never fails at random.
+# "fuzz" (HYPOTHESIS_PROFILE=fuzz, as ``nox -s fuzz`` sets it): fresh randomness and many more examples.
+# Whatever it finds becomes an ``@example`` on the test, so the default run checks it from then on.
+settings.register_profile(
+    "default",
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "fuzz",
+    derandomize=False,
+    max_examples=int(os.environ.get("AUTOMATE_FUZZ_EXAMPLES", "20000")),
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def conninfo() -> str:
