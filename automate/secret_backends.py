@@ -14,6 +14,10 @@
 
 The loaded backend is cached per settings value and the cache is dropped when ``DJANGO_AUTOMATE`` changes
 (``setting_changed``, so ``override_settings`` works).
+
+A lookup that fails because the database is unreachable (the connection was cut, the server restarts)
+raises :class:`SecretBackendUnavailable`, a ``ConnectionError``: the worker classes it as transient and
+retries the step. The ``db`` backend first recycles the broken connection and retries the query once.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
+from django.db import InterfaceError, OperationalError, close_old_connections, connections, router
 from django.utils.module_loading import import_string
 
 from automate.core.errors import AutomateError
@@ -38,9 +43,11 @@ __all__ = [
     "DatabaseSecretBackend",
     "EnvSecretBackend",
     "SecretBackend",
+    "SecretBackendUnavailable",
     "SecretDecryptionError",
     "clear_backend_cache",
     "get_backend",
+    "in_db_thread",
     "load_backend",
 ]
 
@@ -58,7 +65,9 @@ class SecretBackend(Protocol):
     and nothing it raises should carry a secret value. ``name`` is already validated
     (``^[A-Za-z_][A-Za-z0-9_]*$``, at most 200 characters). A backend may also define
     ``async def aget(self, name) -> str | None`` (see :class:`AsyncSecretBackend`); without it the async
-    resolver runs ``get`` in a worker thread, so ``get`` may block (network, ORM).
+    resolver runs ``get`` in a pool thread, so ``get`` may block (network, ORM) and must be thread-safe
+    (several lookups may run at once). Raise a ``ConnectionError`` (such as
+    :class:`SecretBackendUnavailable`) when the store is unreachable: the worker retries such a step.
     """
 
     def get(self, name: str) -> str | None: ...
@@ -80,6 +89,42 @@ class SecretDecryptionError(AutomateError):
             f"{_KEY_SETTING} (or ${KEY_ENV_VAR}), or the stored ciphertext is corrupt"
         )
         self.name = name
+
+
+class SecretBackendUnavailable(AutomateError, ConnectionError):
+    """The secret store could not be reached (a lost or refused database connection). Transient: a
+    ``ConnectionError``, so the worker retries the step. Names the secret and the failure, never a value."""
+
+    def __init__(self, name: str, cause: BaseException) -> None:
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        super().__init__(f"secret {name!r} could not be looked up: the database is unavailable ({detail})")
+        self.name = name
+
+
+_DB_CONNECTION_ERRORS = (OperationalError, InterfaceError)
+
+
+def _run_recycling_connections(fn: Any, *args: Any) -> Any:
+    # What Django does around a request: a connection that is broken or past CONN_MAX_AGE is closed
+    # before and after the work (with the default CONN_MAX_AGE=0 that means one connection per lookup,
+    # closed again at once, so no idle connection is left in a pool thread).
+    close_old_connections()
+    try:
+        return fn(*args)
+    finally:
+        close_old_connections()
+
+
+async def in_db_thread(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread for async code, with Django's connections recycled around it.
+
+    ``thread_sensitive=False``: asgiref's default (``True``) runs every call in one shared thread, so each
+    secret lookup of every run would queue behind the others (and behind anything else that thread does),
+    and that thread's connection, never recycled, stays broken for good once the server drops it. Here
+    each call runs in the loop's thread pool; Django connections are per thread, and each is closed or
+    kept per ``CONN_MAX_AGE`` around the call, like a request.
+    """
+    return await sync_to_async(_run_recycling_connections, thread_sensitive=False)(fn, *args)
 
 
 class EnvSecretBackend:
@@ -156,13 +201,33 @@ class DatabaseSecretBackend:
             raise SecretDecryptionError(name) from None
 
     def get(self, name: str) -> str | None:
-        ciphertext = _secret_model().objects.filter(name=name).values_list("ciphertext", flat=True).first()
+        """The decrypted value, or ``None``. A connection found broken is closed and the query retried
+        once (not inside a transaction, whose connection cannot be swapped); a second connection failure
+        raises :class:`SecretBackendUnavailable`."""
+        model = _secret_model()
+        alias = router.db_for_read(model)
+        try:
+            ciphertext = self._fetch(model, alias, name)
+        except _DB_CONNECTION_ERRORS as exc:
+            connection = connections[alias]
+            if connection.in_atomic_block:
+                raise SecretBackendUnavailable(name, exc) from exc
+            connection.close()  # a new connection on the next query
+            try:
+                ciphertext = self._fetch(model, alias, name)
+            except _DB_CONNECTION_ERRORS as again:
+                raise SecretBackendUnavailable(name, again) from again
         if ciphertext is None:
             return None
         return self.decrypt(name, ciphertext)
 
+    @staticmethod
+    def _fetch(model: Any, alias: str, name: str) -> str | None:
+        value: str | None = model.objects.using(alias).filter(name=name).values_list("ciphertext", flat=True).first()
+        return value
+
     async def aget(self, name: str) -> str | None:
-        return await sync_to_async(self.get)(name)
+        return await in_db_thread(self.get, name)
 
     def set(self, name: str, value: str) -> None:
         """Store ``value`` (encrypted) under ``name``, replacing any previous value."""

@@ -22,7 +22,6 @@ import re
 import threading
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
@@ -34,8 +33,10 @@ from automate.secret_backends import (
     DatabaseSecretBackend,
     EnvSecretBackend,
     SecretBackend,
+    SecretBackendUnavailable,
     SecretDecryptionError,
     get_backend,
+    in_db_thread,
 )
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "EnvSecretBackend",
     "Redactor",
     "SecretBackend",
+    "SecretBackendUnavailable",
     "SecretDecryptionError",
     "SecretNotFound",
     "SecretScope",
@@ -118,7 +120,9 @@ async def _aget(backend: SecretBackend, name: str) -> Any:
     if aget is not None:
         result = aget(name)
         return await result if inspect.isawaitable(result) else result
-    return await sync_to_async(backend.get)(name)
+    # A backend without aget: its get in a pool thread (in_db_thread says why not asgiref's one shared
+    # thread), with Django's connections recycled around it in case it uses the ORM.
+    return await in_db_thread(backend.get, name)
 
 
 # -- resolving --------------------------------------------------------------------------------------------
@@ -137,7 +141,9 @@ def resolve(ref: str) -> str:
 
 async def aresolve(ref: str) -> str:
     """:func:`resolve` for async code: the env backend answers inline, the db backend (and any backend
-    without ``aget``) in a worker thread, so the event loop is never blocked."""
+    without ``aget``) in a pool thread, so the event loop is never blocked and lookups do not queue behind
+    each other. Raises :class:`SecretBackendUnavailable` (a ``ConnectionError``) when the store is
+    unreachable."""
     name = parse_ref(ref)
     backend = get_backend()
     return _checked(name, await _aget(backend, name), backend)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
 from collections.abc import Iterator
@@ -437,3 +438,143 @@ def test_invalid_redact_pattern_names_the_setting() -> None:
     with secrets_settings(redact_patterns=["ok", "(unclosed"]):
         with pytest.raises(ImproperlyConfigured, match=r"DJANGO_AUTOMATE\.SECRETS\.redact_patterns\[1\]"):
             redact({"x": 1})
+
+
+# -- the db backend and lost connections ----------------------------------------------------------------------
+
+
+def _terminate_and_wait(pids: set[int]) -> None:
+    """pg_terminate_backend from another connection, then wait until the backends are really gone."""
+    import psycopg
+
+    from tests.aio.procs import wait_until
+    from tests.conftest import conninfo
+
+    with psycopg.connect(conninfo(), autocommit=True) as killer:
+        for pid in pids:
+            killer.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+        def gone() -> bool:
+            rows = killer.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", [list(pids)]).fetchall()
+            return not rows
+
+        wait_until(gone, 30, f"backends {pids} survived pg_terminate_backend")
+
+
+@pytest.fixture
+def spied_db_backend(env: pytest.MonkeyPatch) -> Iterator[tuple[set[int], list[int]]]:
+    """The db backend, with the thread of every lookup and the server pid of every lookup off the main
+    thread recorded; those connections are terminated at the end (a persistent one left in a pool thread
+    must not keep the test database open)."""
+    from django.db import connections, router
+
+    pids: set[int] = set()
+    threads: list[int] = []
+    original = DatabaseSecretBackend.get
+
+    def spy(self: DatabaseSecretBackend, name: str) -> str | None:
+        value = original(self, name)
+        threads.append(threading.get_ident())
+        conn = connections[router.db_for_read(Secret)]
+        if conn.connection is not None and threading.current_thread() is not threading.main_thread():
+            pids.add(conn.connection.info.backend_pid)  # the main thread's is the test's own connection
+        return value
+
+    env.setattr(DatabaseSecretBackend, "get", spy)
+    with secrets_settings(backend="db", encryption_key=KEY_A):
+        yield pids, threads
+    if pids:
+        _terminate_and_wait(set(pids))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("conn_max_age", [0, None], ids=["conn_max_age=0", "persistent"])
+def test_db_backend_survives_a_terminated_connection(
+    spied_db_backend: tuple[set[int], list[int]], conn_max_age: int | None, env: pytest.MonkeyPatch
+) -> None:
+    """After pg_terminate_backend of the connection a lookup used, the next lookups work (the broken
+    connection is recycled and the query retried), on the same loop and its same pool threads."""
+    from django.db import connection
+
+    pids, _ = spied_db_backend
+    env.setitem(connection.settings_dict, "CONN_MAX_AGE", conn_max_age)  # shared by every thread's wrapper
+    set_secret("STRIPE_KEY", STRIPE)
+
+    async def scenario() -> None:
+        assert await aresolve("$secret:STRIPE_KEY") == STRIPE
+        assert pids, "the lookup used no connection"
+        await asyncio.to_thread(_terminate_and_wait, set(pids))
+        for _ in range(5):  # the loop's pool threads, one of them holding the cut connection
+            assert await aresolve("$secret:STRIPE_KEY") == STRIPE
+        scope = SecretScope()
+        assert await scope.aresolve("$secret:STRIPE_KEY") == STRIPE
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sync_db_lookup_survives_a_terminated_connection(spied_db_backend: tuple[set[int], list[int]]) -> None:
+    from django.db import connection
+
+    set_secret("STRIPE_KEY", STRIPE)
+    connection.ensure_connection()
+    own = connection.connection.info.backend_pid
+    assert resolve("$secret:STRIPE_KEY") == STRIPE
+    _terminate_and_wait({own})
+    try:
+        assert resolve("$secret:STRIPE_KEY") == STRIPE  # reconnected and retried, outside a transaction
+    finally:
+        connection.close()  # on failure, the broken connection must not reach the teardown
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_db_lookups_do_not_queue_behind_one_thread(spied_db_backend: tuple[set[int], list[int]]) -> None:
+    """Two lookups at once run in two threads (asgiref's thread_sensitive default would run both in one)."""
+    set_secret("STRIPE_KEY", STRIPE)
+    _, threads = spied_db_backend
+    both_inside = threading.Barrier(2, timeout=30)
+    original = DatabaseSecretBackend._fetch
+
+    def meet(model: Any, alias: str, name: str) -> str | None:
+        both_inside.wait()  # a BrokenBarrierError unless the other lookup is running at the same time
+        return original(model, alias, name)
+
+    async def scenario() -> list[str]:
+        return list(await asyncio.gather(aresolve("STRIPE_KEY"), aresolve("STRIPE_KEY")))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(DatabaseSecretBackend, "_fetch", staticmethod(meet))
+        assert asyncio.run(scenario()) == [STRIPE, STRIPE]
+    assert len(set(threads)) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unreachable_secret_store_is_a_transient_error_without_values(
+    spied_db_backend: tuple[set[int], list[int]], env: pytest.MonkeyPatch
+) -> None:
+    """The connection is cut and the server refuses a new one: SecretBackendUnavailable, a ConnectionError
+    (so the worker retries the step), naming the secret and never its value or the key."""
+    from django.db import connection
+
+    from automate.connectors.base import classify_failure
+    from automate.secret_backends import SecretBackendUnavailable
+
+    set_secret("STRIPE_KEY", STRIPE)
+    pids, _ = spied_db_backend
+
+    async def scenario() -> BaseException:
+        env.setitem(connection.settings_dict, "CONN_MAX_AGE", None)
+        assert await aresolve("$secret:STRIPE_KEY") == STRIPE
+        await asyncio.to_thread(_terminate_and_wait, set(pids))
+        env.setitem(connection.settings_dict, "NAME", "automate_no_such_database")  # reconnects fail
+        try:
+            with pytest.raises(SecretBackendUnavailable) as excinfo:
+                await aresolve("$secret:STRIPE_KEY")
+        finally:
+            env.undo()  # before anything else connects
+        return excinfo.value
+
+    exc = asyncio.run(scenario())
+    assert isinstance(exc, ConnectionError) and classify_failure(exc) == (True, None)
+    assert "STRIPE_KEY" in str(exc) and "database is unavailable" in str(exc)
+    assert STRIPE not in str(exc) and KEY_A not in str(exc)
