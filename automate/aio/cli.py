@@ -55,8 +55,18 @@ def build_config(args: argparse.Namespace) -> Any:
     )
 
 
+def _cwd_on_path() -> None:
+    """Put the current directory first on ``sys.path``, as ``python -m automate.aio`` and ``manage.py``
+    have it: an installed console script starts with its own bin directory there instead, so
+    ``--settings project.settings`` would not import from the project it is run in."""
+    cwd = os.getcwd()
+    if not any(os.path.abspath(entry or os.curdir) == cwd for entry in sys.path):
+        sys.path.insert(0, cwd)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _cwd_on_path()
     if args.settings:
         os.environ["DJANGO_SETTINGS_MODULE"] = args.settings
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "automate.aio.default_settings")
