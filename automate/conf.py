@@ -40,6 +40,9 @@ class ExecutionSettings(_Section):
         10.0, ge=0, le=86_400, description="Retry waits longer than this are parked in the database."
     )
     sync_threads: int = Field(32, ge=1, le=1_024, description="Threads for sync user code (python steps).")
+    max_output_bytes: int = Field(
+        1_048_576, ge=1_024, le=256 * 1_048_576, description="Largest step output stored (JSON bytes)."
+    )
 
 
 class PolicySettings(_Section):

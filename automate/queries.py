@@ -68,15 +68,23 @@ RETURNING run_id
 """
 
 # ---------------------------------------------------------------------------------------------------
-# Worker: claims, leases, recovery. Every completion or failure write is fenced by worker id and status,
-# so a worker whose lease was taken over cannot overwrite the new owner's result.
+# Worker: claims, leases, recovery.
+#
+# Ownership is a token: every claim bumps the job's ``claim_token`` (a fencing counter that never goes
+# down, unlike ``attempts``), and every write, lease extension and release is fenced by the pair
+# (job id, claim token) the claim returned. A worker whose lease expired can therefore never write over
+# the job's next owner, even when that next owner is itself (a re-claim after a long outage).
 
 # `id = ANY(ARRAY(SELECT ...))` makes the planner use primary-key lookups; `id IN (SELECT ... LIMIT n)`
-# was seen scanning the whole job table.
+# was seen scanning the whole job table. `has_runs` is read from the database, not guessed from a
+# counter: it says whether this event job already recorded runs (a crash, a lost lease, a release at
+# shutdown, a park), so the executor continues those runs instead of matching the event again. It is one
+# probe of the (event, version) unique index per claimed job.
 CLAIM_JOBS = """
 WITH claimed AS (
     UPDATE automate_outbox_job j
     SET status = 'CLAIMED', worker_id = %(worker_id)s, attempts = j.attempts + 1,
+        claim_token = j.claim_token + 1,
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
     WHERE j.id = ANY(ARRAY(
         SELECT id FROM automate_outbox_job
@@ -85,39 +93,52 @@ WITH claimed AS (
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ))
-    RETURNING j.id, j.kind, j.event_id, j.run_id, j.attempts, j.max_attempts, j.payload
+    RETURNING j.id, j.kind, j.event_id, j.run_id, j.attempts, j.max_attempts, j.payload, j.claim_token
 )
-SELECT c.id, c.kind, c.event_id, c.run_id, c.attempts, c.max_attempts, c.payload,
-       e.type, e.payload, e.source, e.traceparent, e.tracestate
+SELECT c.id, c.kind, c.event_id, c.run_id, c.attempts, c.max_attempts, c.payload, c.claim_token,
+       e.type, e.payload, e.source, e.traceparent, e.tracestate,
+       c.kind = 'event' AND EXISTS (SELECT 1 FROM automate_execution_run r WHERE r.event_id = c.event_id)
 FROM claimed c LEFT JOIN automate_event e ON e.id = c.event_id
 """
 
+# The fence: jobs given as parallel arrays of ids and claim tokens, still CLAIMED under that token.
 EXTEND_LEASES = """
-UPDATE automate_outbox_job
+UPDATE automate_outbox_job j
 SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-WHERE id = ANY(%(ids)s) AND worker_id = %(worker_id)s AND status = 'CLAIMED'
-RETURNING id
+FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS f(id, token)
+WHERE j.id = f.id AND j.claim_token = f.token AND j.status = 'CLAIMED'
+RETURNING j.id, j.claim_token
 """
 
 # Jobs whose lease expired (their worker died or stalled) become claimable again, or dead letters when
-# they have used all their attempts.
+# they have used all their attempts; a dead-lettered job's open runs end FAILED with it.
 RECOVER_EXPIRED = """
-UPDATE automate_outbox_job
-SET status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
-    last_error = 'lease expired on worker ' || coalesce(worker_id, '?')
-                 || CASE WHEN attempts >= max_attempts THEN ' (no attempts left)' ELSE '' END,
-    finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
-    worker_id = NULL, lease_expires_at = NULL
-WHERE status = 'CLAIMED' AND lease_expires_at < now()
-RETURNING id, status
+WITH recovered AS (
+    UPDATE automate_outbox_job
+    SET status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
+        last_error = 'lease expired on worker ' || coalesce(worker_id, '?')
+                     || CASE WHEN attempts >= max_attempts THEN ' (no attempts left)' ELSE '' END,
+        finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+        worker_id = NULL, lease_expires_at = NULL
+    WHERE status = 'CLAIMED' AND lease_expires_at < now()
+    RETURNING id, status, kind, event_id, run_id, last_error
+), dead_runs AS (
+    UPDATE automate_execution_run r
+    SET status = 'FAILED', error = d.last_error, finished_at = now()
+    FROM recovered d
+    WHERE d.status = 'FAILED' AND r.status IN ('PENDING', 'RUNNING')
+      AND ((d.kind = 'run' AND r.id = d.run_id) OR (d.kind = 'event' AND r.event_id = d.event_id))
+)
+SELECT id, status FROM recovered
 """
 
 # Give jobs back for immediate re-claim (graceful shutdown): the claim did not fail, so it is not counted.
 RELEASE_JOBS = """
-UPDATE automate_outbox_job
+UPDATE automate_outbox_job j
 SET status = 'PENDING', worker_id = NULL, lease_expires_at = NULL, available_at = now(),
-    attempts = greatest(attempts - 1, 0)
-WHERE id = ANY(%(ids)s) AND worker_id = %(worker_id)s AND status = 'CLAIMED'
+    attempts = greatest(j.attempts - 1, 0)
+FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS f(id, token)
+WHERE j.id = f.id AND j.claim_token = f.token AND j.status = 'CLAIMED'
 """
 
 # --drain waits for every job, including those claimed by other (possibly dead) workers.
@@ -129,13 +150,15 @@ SELECT EXISTS (SELECT 1 FROM automate_outbox_job WHERE status IN ('PENDING', 'CL
 # Worker: durable progress, written by the recorder in one transaction per flush (group commit).
 
 LOCK_OWNED_JOBS = """
-SELECT id FROM automate_outbox_job
-WHERE id = ANY(%(job_ids)s) AND worker_id = %(worker_id)s AND status = 'CLAIMED'
-ORDER BY id
-FOR UPDATE
+SELECT j.id, j.claim_token FROM automate_outbox_job j
+JOIN unnest(%(job_ids)s::bigint[], %(tokens)s::bigint[]) AS f(id, token)
+  ON j.id = f.id AND j.claim_token = f.token
+WHERE j.status = 'CLAIMED'
+ORDER BY j.id
+FOR UPDATE OF j
 """
 
-# The fence, as a subquery in each write: only rows of jobs this worker still owns are written.
+# The fence, as a subquery in each write: only rows whose (job, token) still owns its job are written.
 # LOCK_OWNED_JOBS runs first in the same transaction and locks those jobs, so the answer cannot change
 # before COMMIT, and the statements can be sent together in one pipeline.
 
@@ -147,10 +170,10 @@ INSERT INTO automate_execution_run (id, workflow_version_id, event_id, status, t
 SELECT t.id, t.version_id, t.event_id, t.status, t.trace_id, t.outputs, t.error, now(), t.started_at,
        t.finished_at
 FROM jsonb_to_recordset(%(rows)s::jsonb)
-     AS t(id uuid, version_id bigint, event_id uuid, job_id bigint, status text, trace_id text, outputs jsonb,
-          error text, started_at timestamptz, finished_at timestamptz)
-WHERE t.job_id IN (SELECT id FROM automate_outbox_job
-                   WHERE id = ANY(%(job_ids)s) AND worker_id = %(worker_id)s AND status = 'CLAIMED')
+     AS t(id uuid, version_id bigint, event_id uuid, job_id bigint, token bigint, status text, trace_id text,
+          outputs jsonb, error text, started_at timestamptz, finished_at timestamptz)
+WHERE (t.job_id, t.token) IN (SELECT id, claim_token FROM automate_outbox_job
+                              WHERE id = ANY(%(job_ids)s) AND status = 'CLAIMED')
 ON CONFLICT (id) DO UPDATE
 SET status = EXCLUDED.status, trace_id = EXCLUDED.trace_id, outputs = EXCLUDED.outputs,
     error = EXCLUDED.error, started_at = coalesce(automate_execution_run.started_at, EXCLUDED.started_at),
@@ -161,10 +184,10 @@ UPSERT_STEPS = """
 INSERT INTO automate_step_run (run_id, step_id, attempt, status, started_at, finished_at, output, error)
 SELECT t.run_id, t.step_id, t.attempt, t.status, t.started_at, t.finished_at, t.output, t.error
 FROM jsonb_to_recordset(%(rows)s::jsonb)
-     AS t(run_id uuid, step_id text, attempt int, job_id bigint, status text, started_at timestamptz,
-          finished_at timestamptz, output jsonb, error text)
-WHERE t.job_id IN (SELECT id FROM automate_outbox_job
-                   WHERE id = ANY(%(job_ids)s) AND worker_id = %(worker_id)s AND status = 'CLAIMED')
+     AS t(run_id uuid, step_id text, attempt int, job_id bigint, token bigint, status text,
+          started_at timestamptz, finished_at timestamptz, output jsonb, error text)
+WHERE (t.job_id, t.token) IN (SELECT id, claim_token FROM automate_outbox_job
+                              WHERE id = ANY(%(job_ids)s) AND status = 'CLAIMED')
 ON CONFLICT (run_id, step_id, attempt) DO UPDATE
 SET status = EXCLUDED.status, finished_at = EXCLUDED.finished_at, output = EXCLUDED.output,
     error = EXCLUDED.error
@@ -173,21 +196,36 @@ SET status = EXCLUDED.status, finished_at = EXCLUDED.finished_at, output = EXCLU
 FINISH_JOBS = """
 UPDATE automate_outbox_job j
 SET status = t.status, last_error = t.error, finished_at = now(), lease_expires_at = NULL
-FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(id bigint, status text, error text)
-WHERE j.id = t.id AND j.worker_id = %(worker_id)s AND j.status = 'CLAIMED'
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(id bigint, token bigint, status text, error text)
+WHERE j.id = t.id AND j.claim_token = t.token AND j.status = 'CLAIMED'
 """
 
-# A long retry wait is parked in the database: the job is given back with a later available_at, which
-# frees the worker's slot. The claim is not counted against max_attempts; `parked` marks that the next
-# claim must load the runs' durable progress.
+# A job that ends FAILED ends its runs that are still open (a runtime error before a run could record
+# its own end, a job that ran out of attempts): no run stays RUNNING behind a dead letter. It runs after
+# the run upserts of the same flush, so a run that recorded its own end keeps it.
+FAIL_OPEN_RUNS = """
+UPDATE automate_execution_run r
+SET status = 'FAILED', error = t.error, finished_at = now()
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(id bigint, token bigint, status text, error text)
+JOIN automate_outbox_job j ON j.id = t.id AND j.claim_token = t.token
+WHERE t.status = 'FAILED' AND r.status IN ('PENDING', 'RUNNING')
+  AND ((j.kind = 'run' AND r.id = j.run_id) OR (j.kind = 'event' AND r.event_id = j.event_id))
+"""
+
+# A job given back until later. A long retry wait of a step is parked uncounted (``counted`` false: the
+# wait is the step's, whose attempts are counted in its StepRun rows); a failure of the runtime around a
+# job (the database, a bug) is a counted retry, so it dead-letters once its attempts are used up instead
+# of coming back for ever. ``payload.parked`` counts the parks, for operators.
 PARK_JOBS = """
 UPDATE automate_outbox_job j
 SET status = 'PENDING', worker_id = NULL, lease_expires_at = NULL, last_error = t.error,
-    available_at = now() + make_interval(secs => t.delay), attempts = greatest(j.attempts - 1, 0),
+    available_at = now() + make_interval(secs => t.delay),
+    attempts = CASE WHEN t.counted THEN j.attempts ELSE greatest(j.attempts - 1, 0) END,
     payload = jsonb_set(coalesce(j.payload, '{}'::jsonb), '{parked}',
                         to_jsonb(coalesce((j.payload ->> 'parked')::int, 0) + 1))
-FROM unnest(%(id)s::bigint[], %(delay)s::float8[], %(error)s::text[]) AS t(id, delay, error)
-WHERE j.id = t.id AND j.worker_id = %(worker_id)s AND j.status = 'CLAIMED'
+FROM unnest(%(id)s::bigint[], %(token)s::bigint[], %(delay)s::float8[], %(error)s::text[], %(counted)s::bool[])
+     AS t(id, token, delay, error, counted)
+WHERE j.id = t.id AND j.claim_token = t.token AND j.status = 'CLAIMED'
 """
 
 # Resuming: the runs already recorded for these events and the steps they completed.

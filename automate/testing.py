@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from automate.aio.store import ClaimedJob, EventData, FlushBatch, VersionRow
+from automate.aio.store import ClaimedJob, EventData, FlushBatch, JobKey, VersionRow
 
 __all__ = ["InMemoryStore"]
 
@@ -31,6 +31,7 @@ class _Job:
     attempts: int = 0
     max_attempts: int = 4
     worker_id: str | None = None
+    claim_token: int = 0
     last_error: str = ""
     payload: dict[str, Any] | None = None
 
@@ -79,23 +80,35 @@ class InMemoryStore:
         claimed = []
         for j in due[:limit]:
             j.status, j.worker_id, j.attempts = "CLAIMED", worker_id, j.attempts + 1
+            j.claim_token += 1
             j.lease_expires_at = now + lease_seconds
             event = self.events.get(j.event_id) if j.event_id else None
+            has_runs = j.kind == "event" and any(r["event_id"] == j.event_id for r in self.runs.values())
             claimed.append(
-                ClaimedJob(j.id, j.kind, j.event_id, j.run_id, j.attempts, j.max_attempts, j.payload, event)
+                ClaimedJob(
+                    j.id, j.kind, j.event_id, j.run_id, j.attempts, j.max_attempts, j.payload, event,
+                    j.claim_token, has_runs,
+                )
             )
         return sorted(claimed, key=lambda c: c.id)
 
-    def _owned(self, worker_id: str, ids: Sequence[int]) -> set[int]:
+    def _owned(self, keys: Sequence[JobKey]) -> set[JobKey]:
         return {
-            i for i in ids if (j := self.jobs.get(i)) is not None and j.worker_id == worker_id and j.status == "CLAIMED"
+            (i, tok) for i, tok in keys
+            if (j := self.jobs.get(i)) is not None and j.claim_token == tok and j.status == "CLAIMED"
         }
 
-    async def extend_leases(self, worker_id: str, ids: Sequence[int], lease_seconds: float) -> set[int]:
-        owned = self._owned(worker_id, ids)
-        for i in owned:
+    async def extend_leases(self, worker_id: str, keys: Sequence[JobKey], lease_seconds: float) -> set[JobKey]:
+        owned = self._owned(keys)
+        for i, _tok in owned:
             self.jobs[i].lease_expires_at = self.clock() + lease_seconds
         return owned
+
+    def _fail_open_runs(self, j: _Job, error: str) -> None:
+        for run in self.runs.values():
+            mine = run["id"] == _uuid(j.run_id) if j.kind == "run" else run["event_id"] == j.event_id
+            if mine and run["status"] in ("PENDING", "RUNNING"):
+                run["status"], run["error"] = "FAILED", error
 
     async def recover_expired(self) -> list[tuple[int, str]]:
         now, out = self.clock(), []
@@ -104,12 +117,14 @@ class InMemoryStore:
                 dead = j.attempts >= j.max_attempts
                 j.last_error = f"lease expired on worker {j.worker_id}" + (" (no attempts left)" if dead else "")
                 j.status = "FAILED" if dead else "PENDING"
+                if dead:
+                    self._fail_open_runs(j, j.last_error)
                 j.worker_id = j.lease_expires_at = None
                 out.append((j.id, j.status))
         return out
 
-    async def release(self, worker_id: str, ids: Sequence[int]) -> None:
-        for i in self._owned(worker_id, ids):
+    async def release(self, worker_id: str, keys: Sequence[JobKey]) -> None:
+        for i, _tok in self._owned(keys):
             j = self.jobs[i]
             j.status, j.worker_id, j.lease_expires_at = "PENDING", None, None
             j.available_at, j.attempts = self.clock(), max(j.attempts - 1, 0)
@@ -148,10 +163,10 @@ class InMemoryStore:
         ]
         return sorted(rows, key=lambda r: (str(r[0]), r[1], r[2]))
 
-    async def flush(self, worker_id: str, batch: FlushBatch) -> set[int]:
-        owned = self._owned(worker_id, sorted(batch.job_ids()))
+    async def flush(self, worker_id: str, batch: FlushBatch) -> set[JobKey]:
+        owned = self._owned(sorted(batch.job_keys()))
         for r in batch.runs.values():
-            if r.job_id in owned:
+            if (r.job_id, r.token) in owned:
                 existing = self.runs.get(r.id, {})
                 self.runs[r.id] = {
                     "id": r.id, "version_id": r.version_id, "event_id": r.event_id, "status": r.status,
@@ -159,19 +174,26 @@ class InMemoryStore:
                     "started_at": existing.get("started_at") or r.started_at, "finished_at": r.finished_at,
                 }
         for s in batch.steps.values():
-            if s.job_id in owned:
+            if (s.job_id, s.token) in owned:
                 self.steps[(s.run_id, s.step_id, s.attempt)] = {
                     "run_id": s.run_id, "step_id": s.step_id, "attempt": s.attempt, "status": s.status,
                     "output": s.output, "error": s.error,
                 }
-        for jid, (status, error) in batch.finished.items():
-            if jid in owned:
-                j = self.jobs[jid]
+        for key, (status, error) in batch.finished.items():
+            if key in owned:
+                j = self.jobs[key[0]]
+                if status == "FAILED":
+                    self._fail_open_runs(j, error)
                 j.status, j.last_error, j.lease_expires_at = status, error, None
-        for jid, (delay, error) in batch.parked.items():
-            if jid in owned:
-                j = self.jobs[jid]
+        for key, (delay, error, counted) in batch.parked.items():
+            if key in owned:
+                j = self.jobs[key[0]]
                 j.status, j.worker_id, j.lease_expires_at, j.last_error = "PENDING", None, None, error
-                j.available_at, j.attempts = self.clock() + delay, max(j.attempts - 1, 0)
+                j.available_at = self.clock() + delay
+                j.attempts = j.attempts if counted else max(j.attempts - 1, 0)
                 j.payload = {**(j.payload or {}), "parked": int((j.payload or {}).get("parked", 0)) + 1}
         return owned
+
+
+def _uuid(value: Any) -> Any:
+    return uuid.UUID(str(value)) if value is not None else None

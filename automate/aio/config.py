@@ -18,8 +18,11 @@ def new_worker_id() -> str:
 class WorkerConfig:
     conninfo: str
     worker_id: str = field(default_factory=new_worker_id)
-    concurrency: int = 100  # size of the step semaphore, and of the in-flight job slots
+    concurrency: int = 100  # size of the step semaphore
     batch_size: int = 10  # at most this many jobs per claim statement
+    # Jobs claimed beyond `concurrency` and waiting for a step permit (None: one batch). The worker holds
+    # at most concurrency + prefetch jobs.
+    prefetch: int | None = None
     lease_seconds: float = 30.0
     poll_interval: float = 5.0  # fallback poll when no NOTIFY arrives
     drain: bool = False  # exit once the outbox is empty
@@ -42,6 +45,12 @@ class WorkerConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_retries < 0 or self.shutdown_grace < 0 or self.park_after < 0:
             raise ValueError("max_retries, shutdown_grace and park_after must be >= 0")
+        if self.prefetch is not None and self.prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, got {self.prefetch}")
+
+    @property
+    def prefetch_jobs(self) -> int:
+        return self.batch_size if self.prefetch is None else self.prefetch
 
     @property
     def lease_renew_every(self) -> float:

@@ -5,6 +5,12 @@ done, so independent steps run concurrently. Each attempt has a deadline (``step
 ``EXECUTION.timeout_seconds``). Transient failures are retried with backoff and full jitter: a short wait
 stays in memory, a long one parks the job in the database. StepRun rows are the durable progress: on a
 resumed job, steps that SUCCEEDED or were SKIPPED are not run again.
+
+Containment (DESIGN rule 3): whatever goes wrong inside one job ends in that job. An error of the
+workflow's own making (a ``when`` rule, a template, a secret, the step itself, an output that cannot be
+stored) is a FAILED step and run with the real, redacted message. An error of the runtime around the job
+(the database while planning, a bug) is a counted retry of the job, which dead-letters once its attempts
+are used up, with ``last_error`` naming the cause. Nothing escapes ``process`` but cancellation.
 """
 
 from __future__ import annotations
@@ -17,11 +23,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from automate.conf import get_settings
-from automate.connectors import StepContext, classify_failure, get_connector
+from automate.connectors import PermanentStepError, StepContext, classify_failure, get_connector
 from automate.core import rules
 from automate.core.backoff import compute_delay
 from automate.core.errors import AutomateError
@@ -33,6 +38,7 @@ from automate.tracing import trace_id_of
 from . import tracing
 from .config import WorkerConfig
 from .matcher import VersionEntry, WorkflowCache
+from .outcomes import check_output, error_text
 from .recorder import Recorder
 from .store import ClaimedJob, JobStore, RunRow, StepRow
 from .tracing import parent_context, trace_id_hex
@@ -46,11 +52,6 @@ _DONE = ("SUCCEEDED", "SKIPPED")
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _error_text(exc: BaseException, redactor: Redactor) -> str:
-    text = str(exc) or ("timed out" if isinstance(exc, TimeoutError) else type(exc).__name__)
-    return redactor.redact_str(f"{type(exc).__name__}: {text}")[:2000]
 
 
 class _Park(Exception):  # control flow, not an error
@@ -104,33 +105,48 @@ class Executor:
 
     # -- a job ---------------------------------------------------------------------------------------
     async def process(self, job: ClaimedJob) -> bool:
-        """Run a claimed job to its end (or park it). Returns whether the outcome was written."""
+        """Run a claimed job to its end (or park it). Returns whether the outcome was written.
+
+        Raises nothing but cancellation (and BaseExceptions that are not errors)."""
         try:
             runs = await self._plan(job)
-            if len(runs) == 1:  # the common case, without gather's bookkeeping
-                results: list[Any] = [None]
-                try:
-                    await self._execute(job, runs[0])
-                except (_Park, _StepFailed) as exc:
-                    results = [exc]
-            else:
-                results = await asyncio.gather(*(self._execute(job, r) for r in runs), return_exceptions=True)
-        except Exception as exc:  # a failure of the runtime itself (database, bug): retry the job later
-            log.exception("automate.job.error", extra={"job_id": job.id})
-            error = _error_text(exc, self.base_redactor)
-            if job.attempts >= job.max_attempts:
-                return await self.recorder.finish(job.id, "FAILED", error)
-            return await self.recorder.park(job.id, compute_delay(None, job.attempts), error)
-        parks = [r for r in results if isinstance(r, _Park)]
+        except AutomateError as exc:  # the job can never run as it is (its run or version is gone)
+            return await self.recorder.finish(job.key, "FAILED", error_text(exc, self.base_redactor))
+        except Exception as exc:  # the runtime around the job (database, bug): a counted retry
+            return await self._retry_job(job, exc, "planning the job")
+        if len(runs) == 1:  # the common case, without gather's bookkeeping
+            results: list[Any] = [None]
+            try:
+                await self._execute(job, runs[0])
+            except Exception as exc:
+                results = [exc]
+        else:
+            results = await asyncio.gather(*(self._execute(job, r) for r in runs), return_exceptions=True)
         for r in results:
-            if isinstance(r, BaseException) and not isinstance(r, _Park | _StepFailed):
-                raise r  # cancellation or a bug: let the worker see it
+            if isinstance(r, BaseException) and not isinstance(r, Exception):
+                raise r  # cancellation: the worker releases the job (or it is someone else's now)
+        other = [r for r in results if isinstance(r, Exception) and not isinstance(r, _Park | _StepFailed)]
+        if other:
+            return await self._retry_job(job, other[0], "running the job")
+        parks = [r for r in results if isinstance(r, _Park)]
         if parks:
-            return await self.recorder.park(job.id, max(p.delay for p in parks), parks[0].error)
+            return await self.recorder.park(job.key, max(p.delay for p in parks), parks[0].error)
         failed = [str(r) for r in results if isinstance(r, _StepFailed)]
         if failed:
-            return await self.recorder.finish(job.id, "FAILED", "; ".join(failed)[:4000])
-        return await self.recorder.finish(job.id, "COMPLETED", "")
+            return await self.recorder.finish(job.key, "FAILED", "; ".join(failed)[:4000])
+        return await self.recorder.finish(job.key, "COMPLETED", "")
+
+    async def _retry_job(self, job: ClaimedJob, exc: Exception, where: str) -> bool:
+        log.error(
+            "automate.job.error",
+            extra={"job_id": job.id, "attempt": job.attempts, "error": error_text(exc, self.base_redactor)},
+        )
+        error = error_text(exc, self.base_redactor, prefix=f"{where}: ")
+        if job.attempts >= job.max_attempts:
+            return await self.recorder.finish(job.key, "FAILED", f"{error} (attempt {job.attempts} of "
+                                              f"{job.max_attempts}, no attempts left)")
+        delay = compute_delay(None, job.attempts)
+        return await self.recorder.park(job.key, delay, error, counted=True)
 
     async def _plan(self, job: ClaimedJob) -> list[_Run]:
         if job.kind == "run":
@@ -138,22 +154,20 @@ class Executor:
         if job.kind != "event" or job.event is None:
             raise AutomateError(f"job {job.id} of kind {job.kind!r} has nothing to run")
         event = job.event
-        context = {"event": self._event_dict(job)}
-        matched = await self.workflows.match(event.type, context)
-        existing: dict[int, tuple[Any, ...]] = {}
         if job.resumed:
-            existing = {r[2]: r for r in await self.store.runs_for_events([event.id])}
-        runs: list[_Run] = []
-        for row in existing.values():
-            version = await self.workflows.get(row[2])
-            if version is not None:
+            # Continue exactly the runs this job recorded (the recorder writes all runs of a job
+            # together); never match again, so a version published since the event was matched does
+            # not start a second, later run for the same event.
+            runs = []
+            for row in await self.store.runs_for_events([event.id]):
+                version = await self.workflows.get(row[2])
+                if version is None:
+                    raise AutomateError(f"job {job.id}: workflow version {row[2]} of run {row[0]} does not exist")
                 runs.append(self._run(job, version, row[0], row[3], row[4]))
-        for version in matched:
-            if version.id not in existing:
-                runs.append(self._run(job, version, uuid.uuid4(), "PENDING", ""))
-        if job.resumed and runs:
             await self._load_progress(runs)
-        return runs
+            return runs
+        matched = await self.workflows.match(event.type, {"event": self._event_dict(job)})
+        return [self._run(job, version, uuid.uuid4(), "PENDING", "") for version in matched]
 
     async def _plan_direct_run(self, job: ClaimedJob) -> list[_Run]:
         rows = await self.store.runs_by_id([job.run_id]) if job.run_id else []
@@ -173,6 +187,7 @@ class Executor:
             version_id=version.id,
             event_id=str(job.event_id),
             job_id=job.id,
+            token=job.token,
             status=status,
             trace_id=trace_id,
         )
@@ -202,6 +217,8 @@ class Executor:
         event = job.event
         span_cm: Any = contextlib.nullcontext(None)
         if self.traced:
+            # Exceptions are recorded by hand, redacted: OpenTelemetry's own recording would store the
+            # raw message and traceback, which can carry a resolved secret.
             span_cm = tracing.tracer.start_as_current_span(
                 f"automate.run {version.slug}",
                 context=parent_context(event.traceparent, event.tracestate) if event else None,
@@ -212,6 +229,8 @@ class Executor:
                     "automate.workflow_version": version.version_num,
                     "automate.job_id": job.id,
                 },
+                record_exception=False,
+                set_status_on_exception=False,
             )
         with span_cm as span:
             if span is not None:
@@ -234,9 +253,14 @@ class Executor:
                 raise
             except _StepFailed as exc:
                 self._finish_run(row, "FAILED", ctx, redactor, str(exc))
-                if span is not None:
-                    span.set_status(Status(StatusCode.ERROR, str(exc)))
+                tracing.record_failure(span, str(exc))
                 raise
+            except Exception as exc:  # a bug between steps: the run fails with the reason, never the worker
+                error = error_text(exc, redactor, prefix="run failed: ")
+                log.error("automate.run.error", extra={"run_id": str(row.id), "error": error})
+                self._finish_run(row, "FAILED", ctx, redactor, error)
+                tracing.record_failure(span, error)
+                raise _StepFailed("*", error) from None
             self._finish_run(row, "SUCCEEDED", ctx, redactor, "")
         return None
 
@@ -271,6 +295,8 @@ class Executor:
                 ok = True
             except (_StepFailed, _Park) as exc:
                 problems.append(exc)  # independent branches go on; the run ends failed (or parked)
+            except Exception as exc:  # a bug: this step fails, the TaskGroup (and the worker) go on
+                problems.append(_StepFailed(step.id, error_text(exc, secrets.redactor)))
             finally:
                 if not done[step.id].done():
                     done[step.id].set_result(ok)
@@ -294,11 +320,19 @@ class Executor:
             ctx["steps"][step.id] = {"output": prior.output, "status": prior.status, "stored": prior.output}
             return  # durable progress: never run a completed step again
         attempt = prior.attempts + 1 if prior else 1
-        row_id = run.row.id
-        if step.when is not None and not rules.evaluate(step.when, ctx):
-            self.recorder.step(StepRow(row_id, step.id, attempt, job.id, "SKIPPED", _now(), _now()))
-            ctx["steps"][step.id] = {"output": None, "status": "SKIPPED", "stored": None}
-            return
+        row_id, job_id, token = run.row.id, job.id, job.token
+        if step.when is not None:
+            try:
+                go = rules.evaluate(step.when, ctx)
+            except Exception as exc:  # a rule that cannot be evaluated fails its step, with the reason
+                error = error_text(exc, secrets.redactor, prefix="when: ")
+                now = _now()
+                self.recorder.step(StepRow(row_id, step.id, attempt, job_id, token, "FAILED", now, now, None, error))
+                raise _StepFailed(step.id, error) from None
+            if not go:
+                self.recorder.step(StepRow(row_id, step.id, attempt, job_id, token, "SKIPPED", _now(), _now()))
+                ctx["steps"][step.id] = {"output": None, "status": "SKIPPED", "stored": None}
+                return
         settings = get_settings()
         max_retries = step.max_retries if step.max_retries is not None else self.cfg.max_retries
         timeout = step.timeout_seconds or self.cfg.step_timeout
@@ -307,25 +341,25 @@ class Executor:
             async with self.semaphore:  # held for the attempt only, never across a retry wait
                 started = _now()
                 self.steps_started += 1
-                self.recorder.step(StepRow(row_id, step.id, attempt, job.id, "RUNNING", started))
+                self.recorder.step(StepRow(row_id, step.id, attempt, job_id, token, "RUNNING", started))
                 try:
                     output = await self._attempt(run, step, ctx, secrets, attempt, timeout, settings)
+                    stored = secrets.redactor.redact(output)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     failure = exc
             if failure is None:
-                stored = secrets.redactor.redact(output)
                 self.recorder.step(
-                    StepRow(row_id, step.id, attempt, job.id, "SUCCEEDED", started, _now(), stored)
+                    StepRow(row_id, step.id, attempt, job_id, token, "SUCCEEDED", started, _now(), stored)
                 )
                 ctx["steps"][step.id] = {"output": output, "status": "SUCCEEDED", "stored": stored}
                 return
             transient, asked_delay = classify_failure(failure)
-            error = _error_text(failure, secrets.redactor)
+            error = error_text(failure, secrets.redactor)
             retry = transient and attempt <= max_retries
             status = "RETRYING" if retry else "FAILED"
-            self.recorder.step(StepRow(row_id, step.id, attempt, job.id, status, started, _now(), None, error))
+            self.recorder.step(StepRow(row_id, step.id, attempt, job_id, token, status, started, _now(), None, error))
             if not retry:
                 raise _StepFailed(step.id, error)
             delay = compute_delay(step.retry, attempt, retry_after=asked_delay)
@@ -350,7 +384,9 @@ class Executor:
     ) -> Any:
         allow = settings.POLICY.connector_allowlist
         if "*" not in allow and step.type not in allow:
-            raise AutomateError(f"connector {step.type!r} is not in DJANGO_AUTOMATE.POLICY.connector_allowlist")
+            raise PermanentStepError(
+                f"connector {step.type!r} is not in DJANGO_AUTOMATE.POLICY.connector_allowlist"
+            )
         connector = get_connector(step.type)
         key = (run.version.id, step.id)
         names = self._secret_names.get(key)
@@ -360,22 +396,25 @@ class Executor:
             await secrets.load(names)
         config = render(step.config, ctx, step_id=step.id, resolve_secret=secrets.get)
         step_ctx = StepContext(str(run.row.id), step.id, attempt, run.version.slug, ctx["event"])
-        span_cm: Any = contextlib.nullcontext(None)
-        if self.traced:
-            span_cm = tracing.tracer.start_as_current_span(
-                f"automate.step {step.id}",
-                attributes={"automate.step": step.id, "automate.connector": step.type, "automate.attempt": attempt},
-            )
-        with span_cm as span:
+        if not self.traced:
             async with asyncio.timeout(limit_s):
                 output = await connector.run(config, step_ctx)
-            if not isinstance(output, str | int | float | bool | None):
-                try:
-                    orjson.dumps(output)
-                except TypeError as exc:
-                    raise AutomateError(f"output is not JSON-serialisable: {exc}") from None
-            if span is not None:
-                span.set_status(Status(StatusCode.OK))
+            check_output(output, settings.EXECUTION.max_output_bytes)
+            return output
+        with tracing.tracer.start_as_current_span(
+            f"automate.step {step.id}",
+            attributes={"automate.step": step.id, "automate.connector": step.type, "automate.attempt": attempt},
+            record_exception=False,  # recorded below, redacted: the raw one can carry a secret
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                async with asyncio.timeout(limit_s):
+                    output = await connector.run(config, step_ctx)
+                check_output(output, settings.EXECUTION.max_output_bytes)
+            except Exception as exc:
+                tracing.record_failure(span, error_text(exc, secrets.redactor), type(exc).__qualname__)
+                raise
+            span.set_status(Status(StatusCode.OK))
         return output
 
 

@@ -50,9 +50,11 @@ class WorkflowCache:
         self._live: list[VersionEntry] = []
         self._by_id: dict[int, VersionEntry] = {}
         self._loaded_at = float("-inf")
+        self._generation = 0  # bumped by invalidate(); a reload that overlapped one stays stale
         self.reloads = 0
 
     def invalidate(self) -> None:
+        self._generation += 1
         self._loaded_at = float("-inf")
 
     async def live(self) -> list[VersionEntry]:
@@ -61,6 +63,7 @@ class WorkflowCache:
         return self._live
 
     async def _reload(self) -> None:
+        generation = self._generation
         rows = await self.store.live_versions()
         entries = [_parse(r) for r in rows]
         for entry in entries:
@@ -68,7 +71,9 @@ class WorkflowCache:
                 log.error("automate.workflow.invalid_spec", extra={"workflow": entry.slug, "error": entry.error})
         self._live = entries
         self._by_id.update({e.id: e for e in entries})
-        self._loaded_at = time.monotonic()
+        # A NOTIFY that arrived while the rows were read may be about a change the read did not see:
+        # then the next match reads again instead of trusting this load for max_age.
+        self._loaded_at = time.monotonic() if generation == self._generation else float("-inf")
         self.reloads += 1
 
     async def get(self, version_id: int) -> VersionEntry | None:
@@ -90,7 +95,7 @@ class WorkflowCache:
             try:
                 if entry.trigger.matches(event_type, context):
                     matched.append(entry)
-            except AutomateError as exc:  # a rule that fails on this event does not match it
+            except Exception as exc:  # a rule that fails on this event does not match it (and says why)
                 log.warning(
                     "automate.trigger.rule_error",
                     extra={"workflow": entry.slug, "event_type": event_type, "error": str(exc)},

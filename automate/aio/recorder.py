@@ -11,6 +11,12 @@ like one that was not recorded. A step row is never written without its run row 
 Durability: a job's completion is written in the same or a later transaction than its runs' and steps'
 rows, so a crash never leaves a COMPLETED job whose progress is missing. ``finish()`` returns once the
 completion is committed; only then does the job's slot free up.
+
+Containment: a row the database refuses (or one that cannot even be encoded) must not fail the group
+commit of every other job. On any error that is not a lost connection, the batch is bisected by job and
+the halves are written in their own transactions until the job that cannot be written is found; that job
+alone is failed, with the database's reason (``_fail_unwritable``), and the others are written as usual.
+A lost connection keeps the whole batch for the next try.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from collections.abc import Callable
 
 import psycopg
 
-from .store import FlushBatch, JobStore, RunRow, StepRow
+from .store import FlushBatch, JobKey, JobStore, RunRow, StepRow
 
 _OPEN = ("PENDING", "RUNNING")
+_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
 
 __all__ = ["Recorder"]
 
@@ -42,7 +49,7 @@ class Recorder:
         *,
         interval: float = 0.002,
         defer: float = 0.25,
-        on_lost: Callable[[set[int]], None] | None = None,
+        on_lost: Callable[[set[JobKey]], None] | None = None,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -52,7 +59,7 @@ class Recorder:
         self._batch = FlushBatch()
         self._held_runs: dict[uuid.UUID, tuple[RunRow, float]] = {}
         self._held_steps: dict[tuple[uuid.UUID, str, int], tuple[StepRow, float]] = {}
-        self._waiters: dict[int, asyncio.Future[bool]] = {}
+        self._waiters: dict[JobKey, asyncio.Future[bool]] = {}
         self._dirty = asyncio.Event()
         self.flushes = 0
 
@@ -92,22 +99,33 @@ class Recorder:
             held = self._held_runs.pop(step.run_id, None)
             if held is not None:
                 batch.runs[step.run_id] = held[0]
+        # The runs of one job are written together: a job that resumes after a crash continues the runs
+        # the database holds and matches nothing again, so none of its runs may be missing there.
+        if self._held_runs and batch.runs:
+            jobs = {r.job_id for r in batch.runs.values()}
+            for run_id, (run, _since) in list(self._held_runs.items()):
+                if run.job_id in jobs:
+                    batch.runs[run_id] = run
+                    del self._held_runs[run_id]
 
-    def finish(self, job_id: int, status: str, error: str = "") -> asyncio.Future[bool]:
+    def finish(self, key: JobKey, status: str, error: str = "") -> asyncio.Future[bool]:
         """Complete (COMPLETED/FAILED) a job; the future resolves True once committed, False if the
         job's lease had been taken over (nothing of it was written)."""
-        self._batch.finished[job_id] = (status, error)
-        return self._waiter(job_id)
+        self._batch.parked.pop(key, None)
+        self._batch.finished[key] = (status, error)
+        return self._waiter(key)
 
-    def park(self, job_id: int, delay: float, error: str) -> asyncio.Future[bool]:
-        """Give a job back until ``delay`` seconds from now (a long retry wait)."""
-        self._batch.parked[job_id] = (delay, error)
-        return self._waiter(job_id)
+    def park(self, key: JobKey, delay: float, error: str, *, counted: bool = False) -> asyncio.Future[bool]:
+        """Give a job back until ``delay`` seconds from now: a long retry wait of a step (uncounted), or
+        a counted retry of the whole job after a failure of the runtime around it."""
+        self._batch.finished.pop(key, None)
+        self._batch.parked[key] = (delay, error, counted)
+        return self._waiter(key)
 
-    def _waiter(self, job_id: int) -> asyncio.Future[bool]:
-        fut = self._waiters.get(job_id)
+    def _waiter(self, key: JobKey) -> asyncio.Future[bool]:
+        fut = self._waiters.get(key)
         if fut is None or fut.done():
-            fut = self._waiters[job_id] = asyncio.get_running_loop().create_future()
+            fut = self._waiters[key] = asyncio.get_running_loop().create_future()
         self._dirty.set()
         return fut
 
@@ -125,31 +143,79 @@ class Recorder:
             try:
                 await self.flush()
                 failures = 0
-            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+            except _CONNECTION_ERRORS as exc:
                 failures += 1
                 delay = random.uniform(0, min(5.0, 0.05 * 2**failures))
                 log.warning("automate.recorder.flush_failed", extra={"error": str(exc), "delay_s": delay})
                 await asyncio.sleep(delay)
 
     async def flush(self) -> None:
-        """Write what has gathered. On a database error the batch is kept for the next try."""
+        """Write what has gathered. On a lost connection the batch is kept for the next try; any other
+        error is contained to the job whose rows caused it."""
         self._dirty.clear()
         self._release_held()
         batch, self._batch = self._batch, FlushBatch()
         if not batch:
             return
         try:
-            # Shielded: a flush in progress completes even if the worker is being cancelled.
-            owned = await asyncio.shield(self.store.flush(self.worker_id, batch))
+            owned = await self._write(batch)
         except BaseException:
             self._merge_back(batch)
             raise
         self.flushes += 1
-        lost = batch.job_ids() - owned
-        for job_id in list(batch.finished) + list(batch.parked):
-            fut = self._waiters.pop(job_id, None)
+        self._settle(batch, owned)
+
+    async def _write(self, batch: FlushBatch) -> set[JobKey]:
+        try:
+            # Shielded: a flush in progress completes even if the worker is being cancelled.
+            return await asyncio.shield(self.store.flush(self.worker_id, batch))
+        except _CONNECTION_ERRORS:
+            raise
+        except Exception as exc:
+            return await self._isolate(batch, exc)
+
+    async def _isolate(self, batch: FlushBatch, exc: Exception) -> set[JobKey]:
+        """Bisect ``batch`` by job until the job(s) whose rows the database refuses are found."""
+        keys = sorted(batch.job_keys())
+        if len(keys) == 1:
+            return await self._fail_unwritable(batch, keys[0], exc)
+        log.warning("automate.recorder.isolating", extra={"jobs": len(keys), "error": _db_reason(exc)})
+        owned: set[JobKey] = set()
+        for half in (set(keys[: len(keys) // 2]), set(keys[len(keys) // 2 :])):
+            owned |= await self._write(batch.only(half))
+        return owned
+
+    async def _fail_unwritable(self, batch: FlushBatch, key: JobKey, exc: Exception) -> set[JobKey]:
+        """One job's rows cannot be written: end its open runs and the job FAILED with the reason, and
+        drop the rows that could not be stored. The job is then no longer claimed, so its task is
+        cancelled (``on_lost``) and nothing more of it is written."""
+        reason = f"could not record the job's progress: {_db_reason(exc)}"
+        log.error("automate.recorder.unwritable_job", extra={"job_id": key[0], "error": reason})
+        runs = {
+            rid: RunRow(r.id, r.version_id, r.event_id, r.job_id, r.token, "FAILED", r.trace_id, {}, reason,
+                        r.started_at, r.finished_at)
+            for rid, r in batch.runs.items()
+        }
+        # First the runs (ended FAILED, outputs dropped) with the job; if even that is refused, the job alone.
+        for salvage in (FlushBatch(runs=runs, finished={key: ("FAILED", reason)}),
+                        FlushBatch(finished={key: ("FAILED", reason)})):
+            try:
+                await asyncio.shield(self.store.flush(self.worker_id, salvage))
+                break
+            except _CONNECTION_ERRORS:
+                raise
+            except Exception as exc2:
+                log.error("automate.recorder.unwritable_job", extra={"job_id": key[0], "error": _db_reason(exc2)})
+        # Not owned any more either way (FAILED, or left to its lease): the caller's settle tells the
+        # job's waiters and cancels its task.
+        return set()
+
+    def _settle(self, batch: FlushBatch, owned: set[JobKey]) -> None:
+        lost = batch.job_keys() - owned
+        for key in list(batch.finished) + list(batch.parked):
+            fut = self._waiters.pop(key, None)
             if fut is not None and not fut.done():
-                fut.set_result(job_id in owned)
+                fut.set_result(key in owned)
         if lost and self.on_lost is not None:
             self.on_lost(lost)
 
@@ -165,3 +231,11 @@ class Recorder:
     @property
     def pending(self) -> bool:
         return bool(self._batch)
+
+
+def _db_reason(exc: BaseException) -> str:
+    """The database's (or encoder's) one-line reason, without the rows' values."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    text = primary or str(exc).split("\n", 1)[0] or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:500]

@@ -24,6 +24,7 @@ __all__ = [
     "ClaimedJob",
     "EventData",
     "FlushBatch",
+    "JobKey",
     "JobStore",
     "PgStore",
     "RunRow",
@@ -42,6 +43,10 @@ class EventData:
     tracestate: str
 
 
+#: A claim of one job: (job id, claim token). Every write about the job is fenced by it.
+JobKey = tuple[int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimedJob:
     id: int
@@ -52,11 +57,19 @@ class ClaimedJob:
     max_attempts: int
     payload: dict[str, Any] | None
     event: EventData | None
+    token: int = 0  # the claim token (OutboxJob.claim_token after this claim)
+    has_runs: bool = False  # an event job that already recorded runs (read by the claim itself)
+
+    @property
+    def key(self) -> JobKey:
+        return (self.id, self.token)
 
     @property
     def resumed(self) -> bool:
-        """Claimed before (crash, lost lease) or parked: durable progress may exist."""
-        return self.attempts > 1 or bool(self.payload and self.payload.get("parked"))
+        """Durable progress exists: the database holds runs of this job (a crash, a lost lease, a
+        release at shutdown or a park came before). A fact read by the claim, never a guess from
+        ``attempts`` (which a release lowers). A ``run`` job always loads its run's progress."""
+        return self.has_runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +89,7 @@ class RunRow:
     version_id: int
     event_id: str
     job_id: int
+    token: int
     status: str
     trace_id: str = ""
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -90,6 +104,7 @@ class StepRow:
     step_id: str
     attempt: int
     job_id: int
+    token: int
     status: str
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -103,12 +118,21 @@ class FlushBatch:
 
     runs: dict[uuid.UUID, RunRow] = field(default_factory=dict)
     steps: dict[tuple[uuid.UUID, str, int], StepRow] = field(default_factory=dict)
-    finished: dict[int, tuple[str, str]] = field(default_factory=dict)  # job id -> (status, error)
-    parked: dict[int, tuple[float, str]] = field(default_factory=dict)  # job id -> (delay, error)
+    finished: dict[JobKey, tuple[str, str]] = field(default_factory=dict)  # -> (status, error)
+    parked: dict[JobKey, tuple[float, str, bool]] = field(default_factory=dict)  # -> (delay, error, counted)
 
-    def job_ids(self) -> set[int]:
-        ids = {r.job_id for r in self.runs.values()} | {s.job_id for s in self.steps.values()}
-        return ids | set(self.finished) | set(self.parked)
+    def job_keys(self) -> set[JobKey]:
+        keys = {(r.job_id, r.token) for r in self.runs.values()} | {(s.job_id, s.token) for s in self.steps.values()}
+        return keys | set(self.finished) | set(self.parked)
+
+    def only(self, keys: set[JobKey]) -> FlushBatch:
+        """The part of this batch that belongs to ``keys`` (to isolate a row that cannot be written)."""
+        return FlushBatch(
+            {k: r for k, r in self.runs.items() if (r.job_id, r.token) in keys},
+            {k: s for k, s in self.steps.items() if (s.job_id, s.token) in keys},
+            {k: v for k, v in self.finished.items() if k in keys},
+            {k: v for k, v in self.parked.items() if k in keys},
+        )
 
     def __bool__(self) -> bool:
         return bool(self.runs or self.steps or self.finished or self.parked)
@@ -118,16 +142,16 @@ class JobStore(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedJob]: ...
-    async def extend_leases(self, worker_id: str, ids: Sequence[int], lease_seconds: float) -> set[int]: ...
+    async def extend_leases(self, worker_id: str, keys: Sequence[JobKey], lease_seconds: float) -> set[JobKey]: ...
     async def recover_expired(self) -> list[tuple[int, str]]: ...
-    async def release(self, worker_id: str, ids: Sequence[int]) -> None: ...
+    async def release(self, worker_id: str, keys: Sequence[JobKey]) -> None: ...
     async def has_work(self) -> bool: ...
     async def live_versions(self) -> list[VersionRow]: ...
     async def version(self, version_id: int) -> VersionRow | None: ...
     async def runs_for_events(self, event_ids: Sequence[str]) -> list[tuple[Any, ...]]: ...
     async def runs_by_id(self, run_ids: Sequence[str]) -> list[tuple[Any, ...]]: ...
     async def step_progress(self, run_ids: Sequence[Any]) -> list[tuple[Any, ...]]: ...
-    async def flush(self, worker_id: str, batch: FlushBatch) -> set[int]: ...
+    async def flush(self, worker_id: str, batch: FlushBatch) -> set[JobKey]: ...
 
 
 def _dumps(value: Any) -> str:
@@ -197,7 +221,9 @@ class PgStore:
             await conn.close()  # unknown state (error or cancellation mid-claim): start afresh
             raise
         jobs = []
-        for jid, kind, event_id, run_id, attempts, max_attempts, payload, etype, epayload, src, tp, ts in rows:
+        for row in rows:
+            jid, kind, event_id, run_id, attempts, max_attempts, payload, token = row[:8]
+            etype, epayload, src, tp, ts, has_runs = row[8:]
             event = (
                 EventData(str(event_id), etype, epayload, src, tp, ts) if event_id is not None else None
             )
@@ -211,25 +237,25 @@ class PgStore:
                     max_attempts,
                     payload,
                     event,
+                    token,
+                    bool(has_runs),
                 )
             )
         jobs.sort(key=lambda j: j.id)
         return jobs
 
-    async def extend_leases(self, worker_id: str, ids: Sequence[int], lease_seconds: float) -> set[int]:
-        if not ids:
+    async def extend_leases(self, worker_id: str, keys: Sequence[JobKey], lease_seconds: float) -> set[JobKey]:
+        if not keys:
             return set()
-        rows = await self._rows(
-            queries.EXTEND_LEASES, {"ids": list(ids), "worker_id": worker_id, "lease_seconds": lease_seconds}
-        )
-        return {r[0] for r in rows}
+        params = {"ids": [k[0] for k in keys], "tokens": [k[1] for k in keys], "lease_seconds": lease_seconds}
+        return {(r[0], r[1]) for r in await self._rows(queries.EXTEND_LEASES, params)}
 
     async def recover_expired(self) -> list[tuple[int, str]]:
         return [(r[0], r[1]) for r in await self._rows(queries.RECOVER_EXPIRED)]
 
-    async def release(self, worker_id: str, ids: Sequence[int]) -> None:
-        if ids:
-            await self._rows(queries.RELEASE_JOBS, {"ids": list(ids), "worker_id": worker_id})
+    async def release(self, worker_id: str, keys: Sequence[JobKey]) -> None:
+        if keys:
+            await self._rows(queries.RELEASE_JOBS, {"ids": [k[0] for k in keys], "tokens": [k[1] for k in keys]})
 
     async def has_work(self) -> bool:
         return bool((await self._rows(queries.OUTBOX_HAS_WORK))[0][0])
@@ -250,14 +276,16 @@ class PgStore:
     async def step_progress(self, run_ids: Sequence[Any]) -> list[tuple[Any, ...]]:
         return await self._rows(queries.STEP_PROGRESS, {"run_ids": list(run_ids)})
 
-    async def flush(self, worker_id: str, batch: FlushBatch) -> set[int]:
-        """Write one group commit; return the ids of the jobs this worker still owned.
+    async def flush(self, worker_id: str, batch: FlushBatch) -> set[JobKey]:
+        """Write one group commit; return the claims (job id, token) that still owned their jobs.
 
-        Rows of jobs whose lease was taken over are not written (the fence is in each statement). All
-        statements go out in one pipeline with binary parameters: one round trip and a commit per flush.
+        Rows of jobs whose claim was superseded are not written (the fence is in each statement). All
+        statements go out in one pipeline: one round trip and a commit per flush. An error fails the
+        whole transaction; the recorder then isolates the bad job (``Recorder._isolate``).
         """
-        ids = sorted(batch.job_ids())
-        fence = {"job_ids": ids, "worker_id": worker_id}
+        keys = sorted(batch.job_keys())
+        fence = {"job_ids": [k[0] for k in keys], "tokens": [k[1] for k in keys]}
+        job_ids = {"job_ids": fence["job_ids"]}
         runs = list(batch.runs.values())
         steps = list(batch.steps.values())
         async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
@@ -265,23 +293,28 @@ class PgStore:
             await lock.execute(queries.LOCK_OWNED_JOBS, fence, binary=True)
             cur = conn.cursor()
             if runs:
-                await cur.execute(queries.UPSERT_RUNS, {**fence, "rows": _dumps(runs)})
+                await cur.execute(queries.UPSERT_RUNS, {**job_ids, "rows": _dumps(runs)})
             if steps:
-                await cur.execute(queries.UPSERT_STEPS, {**fence, "rows": _dumps(steps)})
+                await cur.execute(queries.UPSERT_STEPS, {**job_ids, "rows": _dumps(steps)})
             if batch.finished:
-                rows = [{"id": jid, "status": st, "error": err} for jid, (st, err) in batch.finished.items()]
-                await cur.execute(queries.FINISH_JOBS, {"rows": _dumps(rows), "worker_id": worker_id})
+                rows = _dumps(
+                    [{"id": k[0], "token": k[1], "status": st, "error": err} for k, (st, err) in batch.finished.items()]
+                )
+                if any(st == "FAILED" for st, _err in batch.finished.values()):
+                    await cur.execute(queries.FAIL_OPEN_RUNS, {"rows": rows})
+                await cur.execute(queries.FINISH_JOBS, {"rows": rows})
             if batch.parked:
                 parked = list(batch.parked.items())
                 await cur.execute(
                     queries.PARK_JOBS,
                     {
-                        "id": [jid for jid, _ in parked],
-                        "delay": [float(d) for _, (d, _e) in parked],
-                        "error": [err for _, (_d, err) in parked],
-                        "worker_id": worker_id,
+                        "id": [k[0] for k, _ in parked],
+                        "token": [k[1] for k, _ in parked],
+                        "delay": [float(v[0]) for _, v in parked],
+                        "error": [v[1] for _, v in parked],
+                        "counted": [v[2] for _, v in parked],
                     },
                     binary=True,
                 )
-            owned = {r[0] for r in await lock.fetchall()}
+            owned = {(r[0], r[1]) for r in await lock.fetchall()}
         return owned

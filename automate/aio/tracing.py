@@ -6,7 +6,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["parent_context", "trace_id_hex", "tracer", "tracing_enabled"]
+__all__ = ["parent_context", "record_failure", "trace_id_hex", "tracer", "tracing_enabled"]
 
 _propagator = TraceContextTextMapPropagator()
 tracer = trace.get_tracer("automate.aio")
@@ -20,6 +20,19 @@ def parent_context(traceparent: str, tracestate: str = "") -> Context | None:
     if tracestate:
         carrier["tracestate"] = tracestate
     return _propagator.extract(carrier)
+
+
+def record_failure(span: trace.Span | None, message: str, exc_type: str = "") -> None:
+    """Mark ``span`` failed with an already redacted ``message``. Spans are started with
+    ``record_exception=False``: OpenTelemetry's own recording would store the raw exception message and
+    stack trace, which can carry a resolved secret."""
+    if span is None:
+        return
+    span.set_status(trace.Status(trace.StatusCode.ERROR, message))
+    attributes = {"exception.message": message}
+    if exc_type:
+        attributes["exception.type"] = exc_type
+    span.add_event("exception", attributes)
 
 
 def trace_id_hex(span: trace.Span) -> str:

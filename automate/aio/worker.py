@@ -24,13 +24,14 @@ from dataclasses import dataclass
 import psycopg
 
 from automate import queries
+from automate.conf import get_settings
 
 from .config import WorkerConfig
 from .executor import Executor
 from .listener import Listener
 from .matcher import WorkflowCache
 from .recorder import Recorder
-from .store import ClaimedJob, JobStore, PgStore
+from .store import ClaimedJob, JobKey, JobStore, PgStore
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -74,7 +75,10 @@ class Worker:
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._inflight: dict[int, asyncio.Task[None]] = {}
+        # job id -> (claim token, task). Keyed by id: a job claimed again under a new token (this worker
+        # lost the lease during an outage and won it back) replaces, and cancels, its stale task.
+        self._inflight: dict[int, tuple[int, asyncio.Task[None]]] = {}
+        self._disabled_logged = False
         self._signals = 0
         self.ready = asyncio.Event()
 
@@ -87,13 +91,21 @@ class Worker:
             self.workflows.invalidate()
         self._wake.set()
 
-    def _lost(self, job_ids: set[int]) -> None:
-        for job_id in job_ids:
-            task = self._inflight.get(job_id)
-            if task is not None and not task.done():
+    def _lost(self, keys: set[JobKey]) -> None:
+        for job_id, token in keys:
+            entry = self._inflight.get(job_id)
+            if entry is not None and entry[0] == token and not entry[1].done():
                 log.warning("automate.job.lease_lost", extra={"job_id": job_id})
                 self.stats.lost += 1
-                task.cancel()
+                entry[1].cancel()
+
+    def _enabled(self) -> bool:
+        """DJANGO_AUTOMATE.ENABLED, read at every claim (a worker started disabled stays disabled)."""
+        enabled = self.cfg.enabled and get_settings().ENABLED
+        if not enabled and not self._disabled_logged:
+            log.warning("automate.worker.disabled: DJANGO_AUTOMATE.ENABLED is False; claiming nothing")
+        self._disabled_logged = not enabled
+        return enabled
 
     def request_stop(self) -> None:
         """First call: graceful drain. Second call: exit at once."""
@@ -120,8 +132,9 @@ class Worker:
                     if self.listen:
                         tg.create_task(self.listener.run(), name="listener")
                     tg.create_task(self.recorder.run_forever(), name="recorder")
-                    tg.create_task(self._lease_loop(), name="leases")
-                    tg.create_task(self._reaper_loop(), name="reaper")
+                    if self.cfg.enabled:  # a disabled worker touches no job: no leases, no recovery
+                        tg.create_task(self._lease_loop(), name="leases")
+                        tg.create_task(self._reaper_loop(), name="reaper")
                     tg.create_task(self._main(tg), name="claimer")
             except* _Stop:
                 pass
@@ -144,8 +157,7 @@ class Worker:
 
     async def _main(self, tg: asyncio.TaskGroup) -> None:
         async with asyncio.TaskGroup() as jobs:
-            if not self.cfg.enabled:
-                log.warning("automate.worker.disabled: DJANGO_AUTOMATE.ENABLED is False; claiming nothing")
+            if not self._enabled():
                 self.ready.set()
                 if not self.cfg.drain:
                     await self._stopping.wait()
@@ -153,8 +165,13 @@ class Worker:
                 await self._claim_loop(jobs)
             await self._drain_inflight()
         # Final flush of everything recorded, then end the side tasks.
-        with contextlib.suppress(*_DB_ERRORS):
+        try:
             await self.recorder.flush()
+        except _DB_ERRORS as exc:
+            log.warning(
+                "automate.worker.final_flush_failed: the jobs' leases will expire and they run again",
+                extra={"error": str(exc)},
+            )
         raise _Stop
 
     async def _claim_loop(self, jobs: asyncio.TaskGroup) -> None:
@@ -166,10 +183,14 @@ class Worker:
         # Claim in worthwhile batches: while jobs are in flight, wait until at least half a batch of slots
         # is free instead of claiming one job per freed slot (one round trip per job).
         min_claim = max(1, min(self.cfg.batch_size, self.cfg.concurrency) // 2)
-        # Prefetch: up to one batch more jobs than the semaphore admits steps, so a step that finishes
-        # hands its permit to a job already claimed instead of waiting for a flush and a claim round trip.
-        slots = self.cfg.concurrency + self.cfg.batch_size
+        # Prefetch: up to `prefetch` (default: one batch) more jobs than the semaphore admits steps, so a
+        # step that finishes hands its permit to a job already claimed instead of waiting for a flush and
+        # a claim round trip. `--prefetch 0` holds exactly `concurrency` jobs.
+        slots = self.cfg.concurrency + self.cfg.prefetch_jobs
         while not self._stopping.is_set():
+            if not self._enabled():
+                await self._wait_any(self._stopping, self.cfg.poll_interval)
+                continue
             free = slots - len(self._inflight)
             if free <= 0 or (free < min_claim and self._inflight):
                 self._slot_free.clear()
@@ -214,16 +235,27 @@ class Worker:
 
     def _start(self, jobs: asyncio.TaskGroup, job: ClaimedJob) -> None:
         self.stats.claimed += 1
+        stale = self._inflight.get(job.id)
+        if stale is not None:  # claimed again under a new token: the old claim's task has lost the job
+            log.warning("automate.job.reclaimed_while_running", extra={"job_id": job.id})
+            self.stats.lost += 1
+            stale[1].cancel()
         task = jobs.create_task(self._job(job), name=f"job {job.id}")
-        self._inflight[job.id] = task
+        self._inflight[job.id] = (job.token, task)
 
     async def _job(self, job: ClaimedJob) -> None:
         try:
             await self.executor.process(job)
         except asyncio.CancelledError:
             pass  # lease lost or shutdown: the job is released (or already someone else's)
+        except Exception as exc:  # process() contains its errors; this is the last line of defence
+            log.exception("automate.job.crashed", extra={"job_id": job.id})
+            with contextlib.suppress(Exception):
+                self.recorder.park(job.key, 1.0, f"worker error: {type(exc).__name__}", counted=True)
         finally:
-            self._inflight.pop(job.id, None)
+            entry = self._inflight.get(job.id)
+            if entry is not None and entry[0] == job.token:
+                del self._inflight[job.id]
             self._slot_free.set()
             if self.cfg.drain:
                 self._wake.set()
@@ -231,36 +263,44 @@ class Worker:
     async def _drain_inflight(self) -> None:
         if not self._inflight:
             return
-        tasks = list(self._inflight.values())
+        tasks = [t for _tok, t in self._inflight.values()]
         _done, pending = await asyncio.wait(tasks, timeout=self.cfg.shutdown_grace)
         if pending:
-            ids = [jid for jid, t in self._inflight.items() if t in pending]
-            log.warning("automate.worker.cancelling", extra={"jobs": len(ids)})
+            keys = [(jid, tok) for jid, (tok, t) in self._inflight.items() if t in pending]
+            log.warning("automate.worker.cancelling", extra={"jobs": len(keys)})
             for t in pending:
                 t.cancel()
             await asyncio.wait(pending)
-            with contextlib.suppress(*_DB_ERRORS):
+            try:
                 await self.recorder.flush()  # keep the progress that was made
-                await self.store.release(self.cfg.worker_id, ids)
+                await self.store.release(self.cfg.worker_id, keys)
+            except _DB_ERRORS as exc:
+                log.warning(
+                    "automate.worker.release_failed: the jobs come back when their leases expire",
+                    extra={"jobs": [k[0] for k in keys], "error": str(exc)},
+                )
 
     async def _lease_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.lease_renew_every)
-            ids = list(self._inflight)
-            if not ids:
+            keys = [(jid, tok) for jid, (tok, _t) in self._inflight.items()]
+            if not keys:
                 continue
             try:
-                kept = await self.store.extend_leases(self.cfg.worker_id, ids, self.cfg.lease_seconds)
+                kept = await self.store.extend_leases(self.cfg.worker_id, keys, self.cfg.lease_seconds)
             except _DB_ERRORS as exc:
                 log.warning("automate.lease.extend_failed", extra={"error": str(exc)})
                 continue
-            lost = {i for i in ids if i not in kept and i in self._inflight}
+            lost = {k for k in keys if k not in kept}
             if lost:
                 self._lost(lost)
 
     async def _reaper_loop(self) -> None:
         interval = max(min(self.cfg.lease_seconds / 2, self.cfg.poll_interval), 0.05)
         while True:
+            if not self._enabled():  # the kill switch also stops recovery (it changes jobs)
+                await asyncio.sleep(interval)
+                continue
             try:
                 recovered = await self.store.recover_expired()
             except _DB_ERRORS as exc:

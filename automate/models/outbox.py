@@ -36,6 +36,10 @@ class OutboxJob(models.Model):
     attempts = models.PositiveIntegerField(db_default=0)
     max_attempts = models.PositiveIntegerField(db_default=4)
     worker_id = models.CharField(max_length=100, null=True, blank=True)
+    # The fencing token: bumped by every claim and never lowered. Every write of a claimed job's outcome,
+    # lease extension and release is fenced by (id, claim_token), so an owner that lost its lease (even
+    # to itself, after an outage longer than the lease) can never overwrite the current one.
+    claim_token = models.BigIntegerField(db_default=0, editable=False)
     last_error = models.TextField(blank=True, db_default="")
     created_at = models.DateTimeField(db_default=Now(), editable=False)
     finished_at = models.DateTimeField(null=True, blank=True)

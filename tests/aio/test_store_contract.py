@@ -97,11 +97,33 @@ def test_extend_leases_is_fenced(seed):
     job = seed.add_event()
 
     async def go(s):
-        await s.claim("w1", 1, 30)
-        return await s.extend_leases("w1", [job], 30), await s.extend_leases("w2", [job], 30)
+        [claim] = await s.claim("w1", 1, 30)
+        stale = (job, claim.token - 1)  # an earlier claim of the same job
+        return claim, await s.extend_leases("w1", [claim.key], 30), await s.extend_leases("w1", [stale], 30)
 
-    mine, theirs = run(seed, go)
-    assert mine == {job} and theirs == set()
+    claim, mine, stale = run(seed, go)
+    assert claim.id == job and mine == {claim.key} and stale == set()
+
+
+def test_every_claim_gets_a_new_token_and_the_old_one_is_fenced(seed):
+    """A worker that lost a lease and claims the same job again holds a new token; the old one writes nothing."""
+    job = seed.add_event()
+
+    async def go(s):
+        [first] = await s.claim("w1", 1, 0.01)
+        await asyncio.sleep(0.05)
+        await s.recover_expired()
+        [second] = await s.claim("w1", 1, 30)  # the same worker wins it back
+        stale = FlushBatch()
+        stale.finished[first.key] = ("FAILED", "stale")
+        owned = await s.flush("w1", stale)
+        kept = await s.extend_leases("w1", [first.key, second.key], 30)
+        return first, second, owned, kept
+
+    first, second, owned, kept = run(seed, go)
+    assert second.token > first.token and second.id == first.id == job
+    assert owned == set() and kept == {second.key}
+    assert seed.job(job) == ("CLAIMED", "w1", 2)
 
 
 def test_expired_leases_are_recovered_or_dead_lettered(seed):
@@ -120,13 +142,14 @@ def test_expired_leases_are_recovered_or_dead_lettered(seed):
 def test_release_gives_jobs_back_uncounted(seed):
     job = seed.add_event()
 
-    async def claim_then_foreign_release(s):
-        await s.claim("w1", 1, 30)
-        await s.release("w2", [job])  # not the owner: nothing happens
+    async def claim_then_stale_release(s):
+        [claim] = await s.claim("w1", 1, 30)
+        await s.release("w1", [(job, claim.token + 1)])  # not this claim's token: nothing happens
+        return claim
 
-    run(seed, claim_then_foreign_release)
+    claim = run(seed, claim_then_stale_release)
     assert seed.job(job) == ("CLAIMED", "w1", 1)
-    run(seed, lambda s: s.release("w1", [job]))
+    run(seed, lambda s: s.release("w1", [claim.key]))
     assert seed.job(job) == ("PENDING", None, 0)
 
 
@@ -134,9 +157,11 @@ def _batch(job, version_id, status="COMPLETED"):
     batch = FlushBatch()
     run_id = uuid.uuid4()
     now = datetime.now(UTC)
-    batch.runs[run_id] = RunRow(run_id, version_id, job.event_id, job.id, "SUCCEEDED", "", {"t": 1}, "", now, now)
-    batch.steps[(run_id, "t", 1)] = StepRow(run_id, "t", 1, job.id, "SUCCEEDED", now, now, 1, "")
-    batch.finished[job.id] = (status, "")
+    batch.runs[run_id] = RunRow(
+        run_id, version_id, job.event_id, job.id, job.token, "SUCCEEDED", "", {"t": 1}, "", now, now
+    )
+    batch.steps[(run_id, "t", 1)] = StepRow(run_id, "t", 1, job.id, job.token, "SUCCEEDED", now, now, 1, "")
+    batch.finished[job.key] = (status, "")
     return batch, run_id
 
 
@@ -148,6 +173,11 @@ def test_flush_writes_owned_jobs_and_fences_the_rest(seed):
         theirs = (await s.claim("w2", 1, 30))[0]
         b1, r1 = _batch(mine, seed.version_id)
         b2, r2 = _batch(theirs, seed.version_id, "FAILED")
+        for r in b2.runs.values():
+            r.token = 0  # not the token w2's claim holds: these rows are someone else's to write
+        for st in b2.steps.values():
+            st.token = 0
+        b2.finished = {(theirs.id, 0): ("FAILED", "")}
         b1.runs.update(b2.runs)
         b1.steps.update(b2.steps)
         b1.finished.update(b2.finished)
@@ -157,7 +187,7 @@ def test_flush_writes_owned_jobs_and_fences_the_rest(seed):
         return owned, progress, runs, r1
 
     owned, progress, runs, r1 = run(seed, go)
-    assert owned == {mine_id}
+    assert {k[0] for k in owned} == {mine_id}
     assert [(p[0], p[1], p[2], p[3]) for p in progress] == [(r1, "t", 1, "SUCCEEDED")]
     assert [r[0] for r in runs] == [r1]
     assert seed.job(mine_id)[0] == "COMPLETED"
@@ -170,7 +200,7 @@ def test_parked_jobs_come_back_later_uncounted(seed):
     async def go(s):
         job = (await s.claim("w1", 1, 30))[0]
         batch = FlushBatch()
-        batch.parked[job.id] = (0.2, "waiting")
+        batch.parked[job.key] = (0.2, "waiting", False)
         await s.flush("w1", batch)
         early = await s.claim("w1", 1, 30)
         await asyncio.sleep(0.3)
@@ -179,7 +209,74 @@ def test_parked_jobs_come_back_later_uncounted(seed):
 
     early, late = run(seed, go)
     assert early == [] and [j.id for j in late] == [job_id]
-    assert late[0].attempts == 1 and late[0].resumed and late[0].payload == {"parked": 1}
+    assert late[0].attempts == 1 and late[0].payload == {"parked": 1}
+    assert not late[0].resumed  # it recorded no runs: nothing to resume
+
+
+def test_counted_retries_use_up_attempts(seed):
+    job_id = seed.add_event()
+
+    async def go(s):
+        job = (await s.claim("w1", 1, 30))[0]
+        batch = FlushBatch()
+        batch.parked[job.key] = (0.0, "planning the job: OperationalError: gone", True)
+        await s.flush("w1", batch)
+        return await s.claim("w1", 1, 30)
+
+    [again] = run(seed, go)
+    assert again.id == job_id and again.attempts == 2
+
+
+def test_a_job_with_recorded_runs_is_resumed_whatever_its_attempts(seed):
+    """Whether progress exists is read from the runs, not from ``attempts`` (which a release lowers)."""
+    job_id = seed.add_event()
+
+    async def go(s):
+        job = (await s.claim("w1", 1, 30))[0]
+        batch, _run_id = _batch(job, seed.version_id)
+        batch.finished.clear()
+        await s.flush("w1", batch)
+        await s.release("w1", [job.key])
+        return job, await s.claim("w2", 1, 30)
+
+    first, [again] = run(seed, go)
+    assert not first.resumed
+    assert again.id == job_id and again.attempts == 1 and again.resumed
+
+
+def test_a_dead_lettered_job_fails_its_open_runs(seed):
+    job_id = seed.add_event(max_attempts=1)
+
+    async def go(s):
+        job = (await s.claim("w1", 1, 0.01))[0]
+        batch, run_id = _batch(job, seed.version_id)
+        batch.finished.clear()
+        for r in batch.runs.values():
+            r.status, r.finished_at = "RUNNING", None
+        await s.flush("w1", batch)
+        await asyncio.sleep(0.05)
+        recovered = await s.recover_expired()
+        return recovered, await s.runs_by_id([str(run_id)])
+
+    recovered, [run_row] = run(seed, go)
+    assert recovered == [(job_id, "FAILED")]
+    assert run_row[3] == "FAILED"
+
+
+def test_finishing_a_job_failed_fails_its_open_runs_but_keeps_ended_ones(seed):
+    job_id = seed.add_event()
+
+    async def go(s):
+        job = (await s.claim("w1", 1, 30))[0]
+        batch, run_id = _batch(job, seed.version_id, "FAILED")
+        for r in batch.runs.values():
+            r.status, r.finished_at = "RUNNING", None
+        await s.flush("w1", batch)
+        return await s.runs_by_id([str(run_id)])
+
+    [run_row] = run(seed, go)
+    assert run_row[3] == "FAILED"
+    assert seed.job(job_id)[0] == "FAILED"
 
 
 def test_live_versions_are_the_latest_enabled(seed):

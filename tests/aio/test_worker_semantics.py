@@ -58,7 +58,7 @@ def test_fenced_writes_cannot_overwrite_a_new_owner(pg_conninfo):
     publish("p", trigger_spec={"event": "x"}, steps=[{"id": "t", "type": "transform", "config": {"output": 1}}])
     emit_event("x", {})
 
-    async def scenario() -> tuple[set[int], set[int]]:
+    async def scenario() -> tuple[set, set]:
         store = PgStore(pg_conninfo)
         await store.open()
         try:
@@ -66,13 +66,14 @@ def test_fenced_writes_cannot_overwrite_a_new_owner(pg_conninfo):
             # worker-a stalls, its lease expires and worker-b takes the job over:
             async with store.pool.connection() as conn:
                 await conn.execute(
-                    "UPDATE automate_outbox_job SET worker_id = 'worker-b', attempts = attempts + 1 WHERE id = %s",
+                    "UPDATE automate_outbox_job SET worker_id = 'worker-b', attempts = attempts + 1, "
+                    "claim_token = claim_token + 1 WHERE id = %s",
                     [job.id],
                 )
             stale = FlushBatch()
-            stale.finished[job.id] = ("FAILED", "stale result from worker-a")
+            stale.finished[job.key] = ("FAILED", "stale result from worker-a")
             owned_a = await store.flush("worker-a", stale)
-            kept_a = await store.extend_leases("worker-a", [job.id], 30)
+            kept_a = await store.extend_leases("worker-a", [job.key], 30)
             return owned_a, kept_a
         finally:
             await store.close()
