@@ -109,3 +109,25 @@ def reset_gate() -> None:
 
 def not_json() -> object:
     return object()
+
+
+def poison(kind: str = "nul", how: str = "return") -> Any:
+    """Return (or raise with) a value PostgreSQL cannot store: the worker must fail only this step."""
+    values: dict[str, Any] = {
+        "nul": "before\x00after",
+        "surrogate": "lone \ud800 surrogate",
+        "nan": {"v": float("nan")},
+        "deep": _nested(150),
+        "huge": "x" * (2 * 1024 * 1024),
+    }
+    value = values[kind]
+    if how == "raise":
+        raise ValueError(value if isinstance(value, str) else repr(value))
+    return value
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    node: dict[str, Any] = {}
+    for _ in range(depth):
+        node = {"d": node}
+    return node
