@@ -131,3 +131,14 @@ def _nested(depth: int) -> dict[str, Any]:
     for _ in range(depth):
         node = {"d": node}
     return node
+
+
+def slow_first_time(ctx: Any, path: str, seconds: float) -> str:
+    """Mark the call; sleep only on the first call of this run's step (in flight at a shutdown)."""
+    p = Path(path)
+    me = f"{ctx.run_id}:{ctx.step_id}"
+    first = not p.exists() or me not in p.read_text().split()
+    mark(ctx, path)
+    if first:
+        time.sleep(seconds)
+    return ctx.step_id
