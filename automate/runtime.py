@@ -14,6 +14,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from . import queries
 from .conf import get_settings
 from .core.errors import AutomateError
+from .core.jsonsafe import JSONValueError, check_json
 from .notify import notify_on_commit
 from .tracing import current_trace_context
 
@@ -41,19 +42,25 @@ class WorkflowNotFound(AutomateError, LookupError):
 
 
 def _encode_payload(payload: Any, limit: int) -> bytes:
+    """The payload as JSONB text, or ``InvalidEventError`` naming the first value JSONB cannot hold.
+
+    orjson alone would write NaN and Infinity as ``null``: the payload is checked first, so a value is
+    refused (``payload.v: NaN is not a JSON number``) rather than stored as something else.
+    """
     if not isinstance(payload, dict):
         raise InvalidEventError(f"payload must be a dict, got {type(payload).__name__}")
     try:
+        check_json(payload, path="payload")
         data = orjson.dumps(payload)
-    except TypeError as exc:
+    except JSONValueError as exc:
+        raise InvalidEventError(str(exc)) from None
+    except TypeError as exc:  # what check_json lets through the encoder still refuses
         raise InvalidEventError(f"payload is not JSON-serialisable: {exc}") from None
     if len(data) > limit:
         raise InvalidEventError(
             f"payload is {len(data)} bytes encoded; the limit is {limit} "
             "(DJANGO_AUTOMATE.EVENTS.max_payload_bytes)"
         )
-    if b"\\u0000" in data:
-        raise InvalidEventError("payload contains a NUL character (\\u0000), which JSONB cannot store")
     return data
 
 

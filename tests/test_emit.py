@@ -76,8 +76,13 @@ BAD = [
     (None, {}, None, "type must be"),
     ("order.created", [1, 2], None, "payload must be a dict"),
     ("order.created", {"when": object()}, None, "not JSON-serialisable"),
-    ("order.created", {"s": "a\x00b"}, None, "NUL character"),
-    ("order.created", {1: "int key"}, None, "not JSON-serialisable"),
+    ("order.created", {"s": "a\x00b"}, None, r"payload\.s: contains a NUL character"),
+    ("order.created", {1: "int key"}, None, "payload: object keys must be strings, not int"),
+    ("order.created", {"v": float("nan")}, None, r"payload\.v: NaN is not a JSON number"),
+    ("order.created", {"v": float("inf")}, None, r"payload\.v: Infinity is not a JSON number"),
+    ("order.created", {"v": [1, {"w": -float("inf")}]}, None, r"payload\.v\[1\]\.w: -Infinity is not"),
+    ("order.created", {"s": "\ud800"}, None, r"payload\.s: contains a lone surrogate"),
+    ("order.created", {"n": 2**64}, None, r"payload\.n: integer outside the 64-bit range"),
     ("order.created", {}, "", "dedupe_key must be a non-empty"),
     ("order.created", {}, "k" * 256, "dedupe_key must be"),
 ]
@@ -91,6 +96,51 @@ def test_bad_input_is_refused_and_stores_nothing(type_, payload, dedupe_key, mes
         emit_event(type_, payload, dedupe_key)
     assert list(Event.objects.values_list("type", flat=True)) == ["ok.before"]
     assert OutboxJob.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_nan_is_refused_not_stored_as_null():
+    """orjson writes NaN as null: before the check, {"v": NaN} was stored as {"v": null} without a word."""
+    with pytest.raises(InvalidEventError) as err:
+        emit_event("x", {"v": float("nan")})
+    assert str(err.value) == "payload.v: NaN is not a JSON number (JSON has no NaN or Infinity)"
+    assert not Event.objects.exists() and not OutboxJob.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_refused_duplicate_stores_nothing_either():
+    emit_event("x", {"v": 1}, dedupe_key="k")
+    with pytest.raises(InvalidEventError, match="NaN"):
+        emit_event("x", {"v": float("nan")}, dedupe_key="k2")
+    assert list(Event.objects.values_list("payload", flat=True)) == [{"v": 1}]
+
+
+@pytest.mark.django_db
+def test_payload_nested_deeper_than_100_levels_is_refused():
+    deep: dict = {}
+    node = deep
+    for _ in range(100):
+        node["d"] = node = {}
+    with pytest.raises(InvalidEventError, match="nested deeper than 100 levels"):
+        emit_event("x", deep)
+    assert not Event.objects.exists()
+
+
+@pytest.mark.django_db
+def test_datetimes_and_uuids_are_still_stored_as_strings():
+    import datetime
+
+    when = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.UTC)
+    event_id = emit_event("x", {"at": when, "id": uuid.UUID(int=1)})
+    assert Event.objects.get(pk=event_id).payload == {"at": "2024-05-01T12:00:00+00:00", "id": str(uuid.UUID(int=1))}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+async def test_aemit_event_refuses_nan_and_infinity(bad, async_db_cleanup):
+    with pytest.raises(InvalidEventError, match=r"payload\.order\.total: -?(NaN|Infinity) is not a JSON number"):
+        await aemit_event("order.created", {"order": {"total": bad}})
+    assert not await Event.objects.aexists()
 
 
 @pytest.mark.django_db

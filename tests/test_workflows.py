@@ -6,7 +6,7 @@ import pytest
 
 from automate.core.errors import SpecError
 from automate.models import Event, ExecutionRun, OutboxJob, Workflow, WorkflowVersion
-from automate.runtime import WorkflowNotFound, run_workflow
+from automate.runtime import InvalidEventError, WorkflowNotFound, arun_workflow, run_workflow
 from automate.workflows import publish
 
 pytestmark = pytest.mark.django_db
@@ -86,3 +86,45 @@ def test_run_workflow_validates_the_payload():
     with pytest.raises(ValueError, match="payload must be a dict"):
         run_workflow("w", ["not", "a", "dict"])  # type: ignore[arg-type]
     assert not Event.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"x": float("nan")}, r"payload\.x: NaN is not a JSON number"),
+        ({"x": [float("inf")]}, r"payload\.x\[0\]: Infinity is not a JSON number"),
+        ({"x": {"y": -float("inf")}}, r"payload\.x\.y: -Infinity is not a JSON number"),
+        ({"x": "a\x00"}, r"payload\.x: contains a NUL character"),
+    ],
+)
+def test_run_workflow_refuses_nan_and_infinity(payload, message):
+    publish("w", trigger_spec={"event": "a"}, steps=OK)
+    with pytest.raises(InvalidEventError, match=message):
+        run_workflow("w", payload)
+    assert not Event.objects.exists() and not ExecutionRun.objects.exists() and not OutboxJob.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_arun_workflow_refuses_nan(async_db_cleanup):
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(publish)("w", trigger_spec={"event": "a"}, steps=OK)
+    with pytest.raises(InvalidEventError, match=r"payload\.x: NaN is not a JSON number"):
+        await arun_workflow("w", {"x": float("nan")})
+    assert not await Event.objects.aexists()
+
+
+@pytest.mark.parametrize(
+    ("trigger_spec", "steps", "where"),
+    [
+        ({"event": "a", "rule": {"==": [{"var": "x"}, float("nan")]}}, OK, "trigger"),
+        ({"event": "a", "rule": {"<": [{"var": "x"}, float("inf")]}}, OK, "trigger"),
+        ({"event": "a"}, [{"id": "t", "type": "transform", "config": {"output": {"v": float("nan")}}}], "steps[0]"),
+        ({"event": "a"}, [{"id": "t", "type": "transform", "config": {"output": [-float("inf")]}}], "steps[0]"),
+    ],
+)
+def test_specs_refuse_nan_and_infinity(trigger_spec, steps, where):
+    with pytest.raises(SpecError, match="NaN or Infinity") as err:
+        publish("w", trigger_spec=trigger_spec, steps=steps)
+    assert where in str(err.value)
+    assert not WorkflowVersion.objects.exists()
