@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from django.db import close_old_connections
+from psycopg.conninfo import conninfo_to_dict
 
+from automate import queries
+from automate.embedded import embedded_url
 from automate.models import ExecutionRun, OutboxJob, StepRun
 from automate.runtime import emit_event
 from automate.workflows import publish
-from tests.aio.procs import WorkerProcess, wait_until
+from tests.aio.procs import ROOT, WorkerProcess, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
@@ -49,9 +60,11 @@ def test_sigkill_mid_run_second_worker_completes_without_rerunning_completed_ste
     events = [emit_event("job.start", {"i": i}) for i in range(5)]
     first = WorkerProcess(pg_conninfo, "--lease-seconds", "2", "--poll-interval", "0.5", log=tmp_path / "w1.log")
     try:
-        # Kill it while every run is inside step b (a is done and recorded).
+        # Kill it while every run is inside step b (sleeping 3 s) and a is done and recorded.
         wait_until(lambda: sum(1 for k in marks(log) if k.endswith(":b")) == 5, 30, "step b never started")
-        time.sleep(0.3)
+        wait_until(lambda: StepRun.objects.filter(step_id="a", status="SUCCEEDED").count() == 5, 30,
+                   "step a was never recorded")
+        assert not StepRun.objects.filter(step_id="b", status="SUCCEEDED").exists(), "b ended before the kill"
         first.kill()
     finally:
         first.stop()
@@ -91,9 +104,10 @@ def _terminate(conninfo: str, pids: list[int]) -> None:
 
 
 def test_listener_connection_killed_while_events_arrive(pg_conninfo, tmp_path):
-    """The fallback poll is 60 s, so only a working LISTEN (and a claim on reconnect) keeps delays short."""
+    """The fallback poll is an hour, longer than the test may wait: every event is processed only if the
+    LISTEN connection comes back (and the worker claims on reconnect what was notified while it was away)."""
     publish("fast", trigger_spec={"event": "tick"}, steps=[{"id": "t", "type": "transform", "config": {"output": 1}}])
-    worker = WorkerProcess(pg_conninfo, "--poll-interval", "60", log=tmp_path / "w.log")
+    worker = WorkerProcess(pg_conninfo, "--poll-interval", "3600", log=tmp_path / "w.log")
     try:
         wait_until(lambda: _listener_pids(pg_conninfo), 30, "listener never connected")
         emitted = 0
@@ -108,31 +122,47 @@ def test_listener_connection_killed_while_events_arrive(pg_conninfo, tmp_path):
         for _ in range(20):
             emit_event("tick", {"round": "last"})
             emitted += 1
-        wait_until(lambda: ExecutionRun.objects.filter(status="SUCCEEDED").count() == emitted, 30,
-                   "not every event was processed")
+        wait_until(lambda: ExecutionRun.objects.filter(status="SUCCEEDED").count() == emitted, 120,
+                   "not every event was processed (the poll is an hour: LISTEN did not come back)")
     finally:
-        worker.terminate()
-        worker.wait(30)
-        worker.stop()
-    delays = [
-        (r.finished_at - r.event.created_at).total_seconds()
-        for r in ExecutionRun.objects.select_related("event")
-    ]
-    assert len(delays) == emitted
-    # Bound: far below the 60 s poll; covers the reconnect backoff (< 5 s cap) on a loaded CI machine.
-    assert max(delays) < 10, max(delays)
+        stop_worker(worker)
+    assert ExecutionRun.objects.count() == emitted
     assert OutboxJob.objects.exclude(status="COMPLETED").count() == 0
 
 
-def test_worker_cli_banner_and_drain(pg_conninfo, tmp_path):
-    worker = WorkerProcess(pg_conninfo, "--drain", "--concurrency", "7", "--batch-size", "3", log=tmp_path / "w.log")
+def stop_worker(worker: WorkerProcess, grace: float = 30) -> None:
+    """SIGTERM, wait for a clean exit; whatever happens, the process is killed and its log closed."""
     try:
-        assert worker.wait(60) == 0
+        worker.terminate()
+        worker.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
     finally:
         worker.stop()
-    banner = worker.output
-    assert "automate-aio-worker" in banner and "concurrency=7" in banner and "batch=3" in banner
-    assert "mode=thread" in banner
+
+
+def test_worker_cli_banner_and_drain(pg_conninfo, tmp_path):
+    emit_event("nobody.listens", {})
+    worker = WorkerProcess(
+        pg_conninfo, "--drain", "--concurrency", "7", "--batch-size", "3", "--lease-seconds", "12",
+        log=tmp_path / "w.log",
+    )
+    try:
+        assert worker.wait(60) == 0, worker.output
+    finally:
+        worker.stop()
+    out = worker.output
+    banner = re.search(
+        r"^automate-aio-worker (?P<id>\S+) db=(?P<db>\S+) concurrency=7 batch=3 lease=12s mode=thread "
+        r"enabled=True drain=True$",
+        out,
+        re.MULTILINE,
+    )
+    assert banner, out
+    assert re.fullmatch(rf".+-{worker.proc.pid}-[0-9a-f]{{6}}", banner["id"])  # host-pid-random
+    assert banner["db"] == conninfo_to_dict(pg_conninfo).get("host", "local")
+    assert f"automate-aio-worker {banner['id']} stopped: claimed=1 lost=0" in out
+    assert OutboxJob.objects.get().status == "COMPLETED"
 
 
 def test_sigterm_lets_in_flight_steps_finish(pg_conninfo, tmp_path):
@@ -168,23 +198,31 @@ def test_sigterm_after_grace_cancels_and_releases_for_immediate_reclaim(pg_conni
     assert (job.status, job.worker_id, job.lease_expires_at, job.attempts) == ("PENDING", None, None, 0)
 
 
-def test_database_restart_under_load(tmp_path):
-    """A private server, restarted while events are being emitted: the worker reconnects, nothing is lost."""
-    import subprocess
-    import sys
-
+@pytest.fixture
+def private_server(tmp_path: Path) -> Iterator[tuple[str, Path, object]]:
+    """A private embedded server for a test that restarts it: stopped at the end whatever happens (pgserver's
+    own cleanup would not stop it, it only knows the postmaster it started, not a restarted one)."""
     import pgserver
     from pgserver._commands import pg_ctl
-
-    from automate.embedded import embedded_url
-    from tests.aio.procs import ROOT
 
     data = tmp_path / "pg"
     url = embedded_url(data, quiet=True)
     server = pgserver.get_server(data, cleanup_mode="stop")
-    env = {"AUTOMATE_TEST_WORKER_DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
-    import os
+    try:
+        yield url, data, server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):  # not running (a failed restart)
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data, user=server.system_user, timeout=60)
+        server.cleanup()
+        assert not (data / "postmaster.pid").exists(), "the private server is still running"
 
+
+def test_database_restart_under_load(private_server, tmp_path):
+    """A private server, restarted while events are being emitted: the worker reconnects, nothing is lost."""
+    from pgserver._commands import pg_ctl
+
+    url, data, server = private_server
+    env = {"AUTOMATE_TEST_WORKER_DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-m", "django", "migrate", "-v0"], cwd=ROOT, env={**os.environ, **env}, check=True, timeout=120)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
@@ -195,15 +233,11 @@ def test_database_restart_under_load(tmp_path):
             "SELECT id, 1, '{\"event\": \"load\"}', '[{\"id\": \"t\", \"type\": \"transform\", \"config\": {\"output\": 1}}]', now(), '' "
             "FROM automate_workflow"
         )
-    worker = WorkerProcess(url, "--poll-interval", "0.5", "--lease-seconds", "3", log=tmp_path / "w.log")
     committed = 0
     stop = threading.Event()
-    from automate import queries
 
     def emitter() -> None:
         nonlocal committed
-        import uuid
-
         while not stop.is_set():
             try:
                 with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
@@ -214,19 +248,22 @@ def test_database_restart_under_load(tmp_path):
                         })
                         committed += 1
                         conn.execute(queries.NOTIFY_OUTBOX)
-                        time.sleep(0.005)
+                        time.sleep(0.005)  # the load's pace
             except psycopg.OperationalError:
-                time.sleep(0.1)
+                time.sleep(0.1)  # the server is down: try again
 
+    worker = WorkerProcess(url, "--poll-interval", "0.5", "--lease-seconds", "3", log=tmp_path / "w.log")
     thread = threading.Thread(target=emitter)
     try:
         worker.wait_for_output("automate-aio-worker")
         thread.start()
-        time.sleep(1.5)
+        wait_until(lambda: committed >= 100, 60, "the emitter never got going")
         pg_ctl(["-w", "-m", "fast", "restart"], pgdata=data, user=server.system_user, timeout=60)
-        time.sleep(1.5)
+        after_restart = committed
+        wait_until(lambda: committed >= after_restart + 100, 60, "the emitter never reconnected")
         stop.set()
-        thread.join(10)
+        thread.join(30)
+        assert not thread.is_alive()
 
         def done() -> bool:
             with psycopg.connect(url, autocommit=True) as conn:
@@ -238,11 +275,10 @@ def test_database_restart_under_load(tmp_path):
         wait_until(done, 60, "the worker did not catch up after the restart")
     finally:
         stop.set()
-        worker.terminate()
-        worker.wait(30)
-        worker.stop()
+        if thread.is_alive():
+            thread.join(30)
+        stop_worker(worker)
         close_old_connections()
-    assert committed > 100
     with psycopg.connect(url, autocommit=True) as conn:
         events = conn.execute("SELECT count(*) FROM automate_event").fetchone()[0]
         dupes = conn.execute(
@@ -259,8 +295,8 @@ def test_second_signal_exits_at_once(pg_conninfo, tmp_path):
     try:
         wait_until(lambda: StepRun.objects.filter(status="RUNNING").exists(), 30, "step never started")
         worker.terminate()
-        time.sleep(0.5)
-        assert worker.proc.poll() is None  # still draining: the grace period is 120 s
+        worker.wait_for_output("automate.worker.stopping")  # the first signal was handled...
+        assert worker.proc.poll() is None  # ...and it is still draining: the grace period is 120 s
         worker.terminate()
         assert worker.wait(10) == 1
     finally:
@@ -278,12 +314,12 @@ def test_new_version_is_picked_up_by_a_running_worker(pg_conninfo, tmp_path):
         emit_event("e", {})
         wait_until(lambda: ExecutionRun.objects.filter(status="SUCCEEDED").count() == 1, 30, "first run missing")
         publish("evolving", trigger_spec={"event": "e"}, steps=[{"id": "t", "type": "transform", "config": {"output": "v2"}}])
-        time.sleep(0.5)
+        # No wait needed: publish() sent NOTIFY automate_workflows when it committed, before emit_event's
+        # NOTIFY automate_outbox; PostgreSQL delivers them in commit order on the one LISTEN connection, and
+        # the worker drops its cache on the first before the second wakes its claimer.
         emit_event("e", {})
         wait_until(lambda: ExecutionRun.objects.filter(status="SUCCEEDED").count() == 2, 30, "second run missing")
     finally:
-        worker.terminate()
-        worker.wait(30)
-        worker.stop()
+        stop_worker(worker)
     outputs = [r.outputs["t"] for r in ExecutionRun.objects.order_by("created_at")]
     assert outputs == ["v1", "v2"]
