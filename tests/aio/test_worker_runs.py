@@ -226,26 +226,92 @@ def test_many_events_many_workflows(make_config):
 
 
 def test_secrets_resolve_late_and_never_reach_stored_output(make_config, monkeypatch):
+    """A step that returns the secret (leak) and one that raises with it in the message (leak_raise):
+    neither the stored output nor any stored error (step, run, job) contains the value."""
     secret = "s3cr3t-v4lue-that-must-not-leak"
     monkeypatch.setenv("AUTOMATE_LEAKY_TOKEN", secret)
+    kwargs = {"secret": "$secret:LEAKY_TOKEN"}
     publish(
         "leaky",
         trigger_spec={"event": "x"},
         steps=[
-            {"id": "leak", "type": "python",
-             "config": {"callable": "tests.steps.leak", "kwargs": {"secret": "$secret:LEAKY_TOKEN"}}},
+            {"id": "leak", "type": "python", "config": {"callable": "tests.steps.leak", "kwargs": kwargs}},
             {"id": "echo_payload", "type": "transform", "config": {"output": "{{ event.payload.text }}"}},
         ],
+    )
+    publish(
+        "leaky-raise",
+        trigger_spec={"event": "x"},
+        steps=[{"id": "leak_raise", "type": "python", "config": {"callable": "tests.steps.leak_raise", "kwargs": kwargs}}],
     )
     # A payload naming a secret is data, never a reference to resolve.
     emit_event("x", {"text": "$secret:LEAKY_TOKEN"})
     drain(make_config())
-    run = ExecutionRun.objects.get()
-    assert run.status == "SUCCEEDED"
-    stored = str(run.outputs) + str(list(StepRun.objects.values_list("output", "error")))
-    assert secret not in stored
-    assert run.outputs["leak"]["copy"] == "[REDACTED]"
-    assert run.outputs["echo_payload"] == "$secret:LEAKY_TOKEN"
+
+    returned = ExecutionRun.objects.get(workflow_version__workflow__slug="leaky")
+    assert returned.status == "SUCCEEDED", returned.error
+    assert returned.outputs["leak"] == {"note": "the value is [REDACTED]", "copy": "[REDACTED]"}
+    assert StepRun.objects.get(run=returned, step_id="leak").output == returned.outputs["leak"]
+    assert returned.outputs["echo_payload"] == "$secret:LEAKY_TOKEN"
+
+    raised = ExecutionRun.objects.get(workflow_version__workflow__slug="leaky-raise")
+    assert raised.status == "FAILED"
+    step = StepRun.objects.get(step_id="leak_raise")
+    assert step.status == "FAILED" and "upstream rejected the token" in step.error and "[REDACTED]" in step.error
+
+    stored = [
+        *ExecutionRun.objects.values_list("outputs", "error"),
+        *StepRun.objects.values_list("output", "error"),
+        *OutboxJob.objects.values_list("last_error", flat=True),
+    ]
+    assert secret not in str(stored)
+
+
+def test_db_secrets_keep_working_after_their_connection_is_cut(make_config, monkeypatch, pg_conninfo):
+    """A worker resolving db-backend secrets, then pg_terminate_backend of every other connection to the
+    database: the next runs still resolve them (before, every later run failed, permanently, with
+    "the connection is closed")."""
+    import psycopg
+    from cryptography.fernet import Fernet
+    from django.conf import settings
+    from django.db import connection
+    from django.test import override_settings
+
+    from automate.secrets import set_secret
+    from tests.aio.procs import wait_until
+
+    conf = {**settings.DJANGO_AUTOMATE, "SECRETS": {"backend": "db", "encryption_key": Fernet.generate_key().decode()}}
+    with override_settings(DJANGO_AUTOMATE=conf):
+        set_secret("DB_TOKEN", "db-token-value-0001")
+        publish(
+            "uses-db-secret",
+            trigger_spec={"event": "x"},
+            steps=[{"id": "s", "type": "python",
+                    "config": {"callable": "tests.steps.echo", "kwargs": {"token": "$secret:DB_TOKEN"}}}],
+        )
+        emit_event("x", {"n": 1})
+        drain(make_config())
+        connection.ensure_connection()
+        keep = connection.connection.info.backend_pid
+        with psycopg.connect(pg_conninfo, autocommit=True) as killer:
+            cut = [
+                pid for (pid,) in killer.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid NOT IN (pg_backend_pid(), %s)", [keep],
+                ).fetchall()
+            ]
+            for pid in cut:
+                killer.execute("SELECT pg_terminate_backend(%s)", [pid])
+            wait_until(
+                lambda: not killer.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", [cut]).fetchall(),
+                30, "connections survived pg_terminate_backend",
+            )
+        for n in (2, 3):
+            emit_event("x", {"n": n})
+        drain(make_config())
+    runs = ExecutionRun.objects.order_by("created_at")
+    assert [r.status for r in runs] == ["SUCCEEDED"] * 3, [(r.status, r.error) for r in runs]
+    assert all(r.outputs["s"]["kwargs"] == {"token": "[REDACTED]"} for r in runs)
 
 
 def test_missing_secret_fails_the_step_naming_the_reference(make_config):
