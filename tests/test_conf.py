@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
@@ -142,7 +144,9 @@ def test_system_check_reports_the_same_error():
 
 
 def test_system_check_passes_on_good_settings():
-    call_command("check")  # raises SystemCheckError on any error
+    out = io.StringIO()
+    call_command("check", stdout=out)  # raises SystemCheckError on any error
+    assert out.getvalue().strip() == "System check identified no issues (0 silenced)."
 
 
 def test_a_bad_encryption_key_value_is_never_echoed():

@@ -6,9 +6,6 @@ import asyncio
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from automate.aio.store import FlushBatch, PgStore
 from automate.models import ExecutionRun, OutboxJob, StepRun
@@ -94,7 +91,10 @@ def test_expired_lease_is_recovered_or_dead_lettered(pg_conninfo):
         await store.open()
         try:
             await store.claim("dead-worker", 10, 0.01)
-            await asyncio.sleep(0.05)
+            async with store.pool.connection() as conn:  # wait until the database sees the leases expired
+                expired = "SELECT bool_and(lease_expires_at < clock_timestamp()) FROM automate_outbox_job"
+                while not (await (await conn.execute(expired)).fetchone())[0]:
+                    await asyncio.sleep(0.01)
             return await store.recover_expired()
         finally:
             await store.close()
@@ -104,25 +104,6 @@ def test_expired_lease_is_recovered_or_dead_lettered(pg_conninfo):
     assert recovered == {by_i[0].id: "FAILED", by_i[1].id: "PENDING"}
     assert "lease expired on worker dead-worker (no attempts left)" in by_i[0].last_error
     assert by_i[1].worker_id is None and by_i[1].attempts == 1
-
-
-@pytest.fixture
-def spans():
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    previous = trace._TRACER_PROVIDER
-    trace._TRACER_PROVIDER = None
-    trace._TRACER_PROVIDER_SET_ONCE._done = False
-    trace.set_tracer_provider(provider)
-    import automate.aio.tracing as aio_tracing
-
-    aio_tracing.tracer = trace.get_tracer("automate.aio")
-    import automate.aio.executor as executor
-
-    executor.tracer = aio_tracing.tracer
-    yield exporter
-    trace._TRACER_PROVIDER = previous
 
 
 def test_run_continues_the_emitting_trace(make_config, spans):
