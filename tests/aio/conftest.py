@@ -5,6 +5,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from automate.aio.config import WorkerConfig
 from automate.aio.worker import Worker, WorkerStats
@@ -35,3 +39,22 @@ def drain(cfg: WorkerConfig, timeout: float = 60) -> WorkerStats:
         return await asyncio.wait_for(Worker(cfg).run(), timeout)
 
     return asyncio.run(main())
+
+
+@pytest.fixture
+def spans():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    previous = trace._TRACER_PROVIDER
+    trace._TRACER_PROVIDER = None
+    trace._TRACER_PROVIDER_SET_ONCE._done = False
+    trace.set_tracer_provider(provider)
+    import automate.aio.tracing as aio_tracing
+
+    aio_tracing.tracer = trace.get_tracer("automate.aio")
+    import automate.aio.executor as executor
+
+    executor.tracer = aio_tracing.tracer
+    yield exporter
+    trace._TRACER_PROVIDER = previous

@@ -21,6 +21,7 @@ from automate.models import ExecutionRun, OutboxJob, StepRun, WorkflowVersion
 from automate.runtime import emit_event
 from automate.testing import InMemoryStore
 from automate.workflows import publish
+from tests.aio.conftest import drain
 from tests.aio.procs import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -343,3 +344,57 @@ def test_an_invalidation_during_a_reload_is_not_lost():
         return cache.reloads
 
     assert asyncio.run(scenario()) == 2
+
+
+def test_a_resolved_secret_never_reaches_a_span(make_config, spans, monkeypatch):
+    secret = "sk-live-4f9a1c0e7b2d5a8e3f6c9b0a"
+    monkeypatch.setenv("AUTOMATE_SPAN_TOKEN", secret)
+    publish("leaky", trigger_spec={"event": "x"}, steps=[
+        {"id": "boom", "type": "python", "config": {
+            "callable": "tests.steps.fail_permanently", "kwargs": {"message": "$secret:SPAN_TOKEN"}}},
+    ])
+    emit_event("x", {})
+    drain(make_config())
+    finished = spans.get_finished_spans()
+    step = next(s for s in finished if s.name == "automate.step boom")
+    assert step.status.status_code.name == "ERROR"
+    [event] = [e for e in step.events if e.name == "exception"]
+    assert event.attributes["exception.type"] == "ValueError"
+    assert event.attributes["exception.message"].startswith("ValueError: ")
+    for span in finished:
+        texts = [span.status.description or "", *map(str, span.attributes.values())]
+        for ev in span.events:
+            texts += [str(v) for v in ev.attributes.values()]
+        assert not any(secret in t for t in texts), span.name
+    assert secret not in StepRun.objects.get().error and secret not in ExecutionRun.objects.get().error
+
+
+class _ReleaseFails(InMemoryStore):
+    async def release(self, worker_id, keys):
+        raise psycopg.OperationalError("connection to server lost")
+
+
+def test_a_release_that_fails_at_shutdown_is_logged(caplog):
+    from automate.aio.config import WorkerConfig
+
+    store = _ReleaseFails()
+    store.add_version(1, "stuck", {"event": "x"}, [
+        {"id": "s", "type": "python", "timeout_seconds": 600,
+         "config": {"callable": "tests.steps.asleep", "kwargs": {"seconds": 300}}},
+    ])
+    job_id = store.add_event("x", {})
+    cfg = WorkerConfig(conninfo="", poll_interval=0.05, shutdown_grace=0.1)
+
+    async def scenario() -> None:
+        worker = Worker(cfg, store, listen=False)
+        task = asyncio.create_task(worker.run())
+        while not worker._inflight:
+            await asyncio.sleep(0.01)
+        worker.request_stop()
+        await asyncio.wait_for(task, 10)
+
+    with caplog.at_level("WARNING", logger="automate.aio.worker"):
+        asyncio.run(scenario())
+    [record] = [r for r in caplog.records if r.getMessage().startswith("automate.worker.release_failed")]
+    assert record.jobs == [job_id] and "connection to server lost" in record.error
+    assert store.job(job_id).status == "CLAIMED"  # left to its lease, as the log line says
