@@ -20,6 +20,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", help="Django settings module (default: $DJANGO_SETTINGS_MODULE)")
     p.add_argument("--concurrency", type=int, default=100, help="size of the step semaphore (default 100)")
     p.add_argument("--batch-size", type=int, help="jobs per claim (default EXECUTION.batch_size)")
+    p.add_argument(
+        "--prefetch", type=int,
+        help="jobs claimed beyond --concurrency, waiting for a step permit (default: the batch size; 0: none)",
+    )
     p.add_argument("--lease-seconds", type=float, help="claim lease (default EXECUTION.lease_seconds)")
     p.add_argument("--poll-interval", type=float, help="fallback poll, seconds (default EXECUTION.poll_interval)")
     p.add_argument("--grace", type=float, help="shutdown grace, seconds (default EXECUTION.shutdown_grace_seconds)")
@@ -42,6 +46,7 @@ def build_config(args: argparse.Namespace) -> Any:
     return WorkerConfig(
         conninfo=conninfo_from_django(connections["default"].settings_dict),
         concurrency=args.concurrency,
+        prefetch=args.prefetch,
         batch_size=args.batch_size or ex.batch_size,
         lease_seconds=args.lease_seconds or ex.lease_seconds,
         poll_interval=args.poll_interval or ex.poll_interval,
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     host = cfg.conninfo.split("host=")[-1].split()[0] if "host=" in cfg.conninfo else "local"
     print(
         f"automate-aio-worker {cfg.worker_id} db={host} concurrency={cfg.concurrency} "
-        f"batch={cfg.batch_size} lease={cfg.lease_seconds:g}s mode={cfg.mode} "
+        f"batch={cfg.batch_size} prefetch={cfg.prefetch_jobs} lease={cfg.lease_seconds:g}s mode={cfg.mode} "
         f"enabled={cfg.enabled} drain={cfg.drain}",
         flush=True,
     )

@@ -22,7 +22,7 @@ SCRIPT = Path(sys.executable).parent / "automate-aio-worker"
 
 BANNER = re.compile(
     r"^automate-aio-worker (?P<id>\S+) db=(?P<db>\S+) concurrency=(?P<concurrency>\d+) batch=(?P<batch>\d+) "
-    r"lease=(?P<lease>[\d.]+)s mode=(?P<mode>\w+) enabled=(?P<enabled>\w+) drain=(?P<drain>\w+)$",
+    r"prefetch=(?P<prefetch>\d+) lease=(?P<lease>[\d.]+)s mode=(?P<mode>\w+) enabled=(?P<enabled>\w+) drain=(?P<drain>\w+)$",
     re.MULTILINE,
 )
 
@@ -53,6 +53,7 @@ def test_installed_script_imports_settings_from_the_current_directory(pg_conninf
     assert re.fullmatch(r".+-\d+-[0-9a-f]{6}", banner["id"])  # host-pid-random
     assert banner["db"] == conninfo_to_dict(pg_conninfo).get("host", "local")
     assert (banner["concurrency"], banner["batch"], banner["lease"]) == ("7", "3", "30")  # lease: the default
+    assert banner["prefetch"] == "3"  # one batch beyond the semaphore, by default
     assert (banner["mode"], banner["enabled"], banner["drain"]) == ("thread", "True", "True")
     assert f"automate-aio-worker {banner['id']} stopped: claimed=1 lost=0" in proc.stdout
 
@@ -62,3 +63,13 @@ def test_a_missing_settings_module_is_still_an_import_error(pg_conninfo, tmp_pat
     proc = run_script(pg_conninfo, "--settings", "tests.settings", "--drain", cwd=tmp_path)
     assert proc.returncode != 0
     assert "No module named 'tests'" in proc.stderr
+
+
+def test_prefetch_is_an_option_and_a_negative_one_is_refused(pg_conninfo):
+    proc = run_script(pg_conninfo, "--settings", "tests.settings", "--drain", "--prefetch", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    banner = BANNER.search(proc.stdout)
+    assert banner and banner["prefetch"] == "0", proc.stdout
+    bad = run_script(pg_conninfo, "--settings", "tests.settings", "--drain", "--prefetch", "-1")
+    assert bad.returncode == 2
+    assert "automate-aio-worker: prefetch must be >= 0, got -1" in bad.stderr

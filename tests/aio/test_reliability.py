@@ -153,7 +153,7 @@ def test_worker_cli_banner_and_drain(pg_conninfo, tmp_path):
         worker.stop()
     out = worker.output
     banner = re.search(
-        r"^automate-aio-worker (?P<id>\S+) db=(?P<db>\S+) concurrency=7 batch=3 lease=12s mode=thread "
+        r"^automate-aio-worker (?P<id>\S+) db=(?P<db>\S+) concurrency=7 batch=3 prefetch=3 lease=12s mode=thread "
         r"enabled=True drain=True$",
         out,
         re.MULTILINE,
