@@ -15,13 +15,20 @@ per process and database sends the NOTIFY on its own autocommit connection:
 
 A rolled-back transaction drops its hooks, so it sends nothing. If the notifier cannot reach the
 database, the data is still committed: the worker's fallback poll finds the rows. After a fork (a
-pre-forking server) the child starts its own thread and connection. The connection is closed after
-half a second without commits, so an idle process holds no extra connection (and a test database can be
-dropped); ``close()`` closes it at once.
+pre-forking server) the child starts its own thread and connection, with fresh locks and no wake-up
+inherited. The connection is closed after half a second without commits, so an idle process holds no
+extra connection (and a test database can be dropped); ``close()`` closes it at once.
+
+At interpreter exit (a management command, a cron script, ``manage.py shell``) the sender is a daemon
+thread that would die with the process, taking a just-requested wake-up with it: the worker would only
+find the event at its next fallback poll. So an ``atexit`` hook sends what is still pending and closes
+the connection, waiting at most ``EXIT_FLUSH_SECONDS`` in all, so an exit never hangs on a database
+that is down or unreachable. (``os._exit`` skips atexit hooks; call ``wait_idle()`` before it.)
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -34,13 +41,15 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from .embedded import conninfo_from_django
 from .queries import NOTIFY_OUTBOX
 
-__all__ = ["close", "notify_on_commit", "wait_idle"]
+__all__ = ["EXIT_FLUSH_SECONDS", "close", "flush", "notify_on_commit", "wait_idle"]
 
 IDLE_CLOSE_SECONDS = 0.5
 # At most one NOTIFY per 2 ms per process: under a steady stream of commits one wake-up covers the
 # commits of the last 2 ms (the worker is busy then anyway); the first commit after a quiet spell
 # is still sent at once, so an idle worker's wake-up latency is unchanged.
 MIN_INTERVAL_SECONDS = 0.002
+# The longest an exiting process waits for its last wake-up (a reachable database answers in a few ms).
+EXIT_FLUSH_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +59,18 @@ class _Notifier:
 
     def __init__(self, using: str) -> None:
         self.using = using
+        self._reset()
+        self.sent = 0
+
+    def _reset(self) -> None:
+        """A fresh state: at creation and in a forked child, whose copy of the lock may be held by a
+        thread that does not exist there (the parent's sender sends the parent's wake-ups)."""
         self._cond = threading.Condition()
         self._pending = False
         self._sending = False
         self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._pid = os.getpid()
         self._closing = False
-        self.sent = 0
 
     def request(self) -> None:
         with self._cond:
@@ -68,10 +82,14 @@ class _Notifier:
             self._cond.notify()
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
-        """Block until every requested NOTIFY was sent (tests, scripts about to exit)."""
+        """Block until every requested NOTIFY was sent (tests, scripts about to exit).
+
+        True once nothing is pending; False if ``timeout`` passed first. A failed send counts as done
+        (the fallback poll covers it).
+        """
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._pending or self._sending:
+            while (self._pending or self._sending) and self._thread is not None and self._thread.is_alive():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -79,7 +97,7 @@ class _Notifier:
         return True
 
     def close(self, timeout: float = 5.0) -> None:
-        """Close the connection now; the next commit opens it again."""
+        """Send what is pending, then close the connection; the next commit opens it again."""
         thread = self._thread
         with self._cond:
             self._closing = True
@@ -88,7 +106,8 @@ class _Notifier:
             thread.join(timeout)
         with self._cond:
             self._closing = False
-            self._thread = None
+            if thread is None or not thread.is_alive():
+                self._thread = None
 
     def _run(self) -> None:
         conn: psycopg.Connection | None = None
@@ -185,3 +204,25 @@ def close() -> None:
     """Close every notifier connection (test teardown, before dropping a database)."""
     for notifier in list(_notifiers.values()):
         notifier.close()
+
+
+def flush(timeout: float = EXIT_FLUSH_SECONDS) -> bool:
+    """Send every pending wake-up of this process and close the notifier connections, waiting at most
+    ``timeout`` seconds in all; True if everything was sent in time. Runs at interpreter exit."""
+    deadline = time.monotonic() + timeout
+    done = True
+    for notifier in list(_notifiers.values()):  # (a forked child's copies were reset: nothing pending)
+        done = notifier.wait_idle(max(0.0, deadline - time.monotonic())) and done
+        notifier.close(max(0.0, deadline - time.monotonic()))
+    return done
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    for notifier in list(_notifiers.values()):
+        notifier._reset()
+
+
+atexit.register(flush)
+os.register_at_fork(after_in_child=_after_fork_in_child)
