@@ -9,6 +9,7 @@ import fnmatch
 import importlib
 import inspect
 import logging
+import queue
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -41,6 +42,47 @@ log = logging.getLogger(__name__)
 _slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 _stuck: dict[int, str] = {}  # id(call) -> label, for abandoned calls whose thread still runs
 _stuck_lock = threading.Lock()
+
+
+class _DaemonThreads:
+    """Reused daemon threads (a new thread per call cost about half again as much as a pool's hand-off).
+
+    Not concurrent.futures: its threads are joined at interpreter exit, so a hung callable would keep the
+    worker from exiting. The number of threads is bounded by the callers' slots; a thread idle for
+    ``idle_seconds`` exits.
+    """
+
+    def __init__(self, idle_seconds: float = 30.0) -> None:
+        self.idle_seconds = idle_seconds
+        self._work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for work that no submit has reserved yet
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1  # reserve a waiting thread for this item
+        self._work.put(fn)
+        if spawn:
+            threading.Thread(target=self._serve, name="automate-sync", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                fn = self._work.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:  # nobody reserved this thread: leave
+                        self._idle -= 1
+                        return
+                continue  # reserved just as it timed out: its item is in the queue
+            fn()
+            with self._lock:
+                self._idle += 1
+
+
+_threads = _DaemonThreads()
 
 
 def _thread_slots() -> asyncio.Semaphore:
@@ -127,7 +169,7 @@ async def run_sync_bounded(fn: Callable[[], Any], label: str) -> Any:
     await slots.acquire()
     call = _Call(partial(contextvars.copy_context().run, fn), label, loop, slots)
     try:
-        threading.Thread(target=call.body, name=f"automate-sync {label}", daemon=True).start()
+        _threads.submit(call.body)
     except BaseException:
         slots.release()
         raise
