@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = ["SETTINGS_NAME", "AutomateSettings", "get_settings", "validate_settings"]
 
 SETTINGS_NAME = "DJANGO_AUTOMATE"
-_SECRET_KEYS = frozenset({"encryption_key"})
+_SECRET_KEYS = frozenset({"encryption_key", "api_key", "secret", "METRICS_TOKEN"})
 
 
 class _Section(BaseModel):
@@ -48,10 +48,12 @@ class ExecutionSettings(_Section):
 class PolicySettings(_Section):
     allow_ssrf: bool = False
     connector_allowlist: tuple[str, ...] = ("*",)
-    llm_budget_daily: float = Field(10.00, ge=0)
+    llm_budget_daily: float = Field(10.00, ge=0, allow_inf_nan=False)
     python_allowlist: tuple[str, ...] = ()
+    # Hosts the SSRF guard lets through: exact host names, "*.suffix", or CIDRs ("10.1.0.0/16").
+    ssrf_allowlist: tuple[str, ...] = ()
 
-    @field_validator("connector_allowlist", "python_allowlist", mode="before")
+    @field_validator("connector_allowlist", "python_allowlist", "ssrf_allowlist", mode="before")
     @classmethod
     def _list_to_tuple(cls, value: Any) -> Any:
         return tuple(value) if isinstance(value, list) else value
@@ -80,6 +82,46 @@ class EventsSettings(_Section):
     prepared_statements: bool = True
 
 
+class HttpSettings(_Section):
+    """The ``http`` and ``slack`` connectors' shared client."""
+
+    timeout_seconds: float = Field(10.0, gt=0, le=3_600, allow_inf_nan=False)
+    max_response_bytes: int = Field(10 * 1_048_576, ge=1, le=1_073_741_824)
+    max_redirects: int = Field(5, ge=0, le=50)
+    max_connections: int = Field(100, ge=1, le=10_000)
+    max_keepalive_connections: int = Field(20, ge=0, le=10_000)
+    user_agent: str = "django-automate"
+
+
+class LlmPrice(_Section):
+    input_per_1k: float = Field(ge=0, allow_inf_nan=False)
+    output_per_1k: float = Field(ge=0, allow_inf_nan=False)
+
+
+class LlmSettings(_Section):
+    """The ``llm`` connector: any OpenAI-compatible ``/chat/completions`` endpoint."""
+
+    base_url: str = "https://api.openai.com/v1"  # may be a "$secret:NAME" reference
+    api_key: str = ""  # usually "$secret:OPENAI_API_KEY"
+    prices: dict[str, LlmPrice] = Field(default_factory=dict)  # USD per 1k tokens, by model
+    timeout_seconds: float = Field(60.0, gt=0, le=3_600, allow_inf_nan=False)
+
+
+class WebhookSource(_Section):
+    secret: str = Field(min_length=1)  # "$secret:NAME"
+    event_type: str = Field(min_length=1)
+
+
+class WebhooksSettings(_Section):
+    sources: dict[str, WebhookSource] = Field(default_factory=dict)
+    replay_window_seconds: int = Field(300, ge=1, le=86_400)
+    max_body_bytes: int = Field(1_048_576, ge=1, le=104_857_600)
+
+
+class RetentionSettings(_Section):
+    audit_log_days: int | None = Field(None, ge=1)  # None: the audit log is kept for ever
+
+
 class AutomateSettings(_Section):
     ENABLED: bool = True
     WORKER_MODE: Literal["thread", "process", "synchronous"] = "thread"
@@ -89,6 +131,17 @@ class AutomateSettings(_Section):
     POLICY: PolicySettings = PolicySettings()
     SECRETS: SecretsSettings = SecretsSettings()
     EVENTS: EventsSettings = EventsSettings()
+    HTTP: HttpSettings = HttpSettings()
+    LLM: LlmSettings = LlmSettings()
+    CONNECTORS: tuple[str, ...] = ()  # dotted paths of third-party connectors (classes or instances)
+    WEBHOOKS: WebhooksSettings = WebhooksSettings()
+    RETENTION: RetentionSettings = RetentionSettings()
+    METRICS_TOKEN: str = ""  # a bearer token that may read the Django /metrics view (besides staff)
+
+    @field_validator("CONNECTORS", mode="before")
+    @classmethod
+    def _connectors_list(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
 
 
 def _known_keys(model: type[BaseModel]) -> list[str]:
@@ -118,10 +171,11 @@ def _describe(error: dict[str, Any]) -> str:
         did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
         return f"{key}: unknown key.{did_you_mean} Known keys here: {', '.join(known)}."
     value = error.get("input")
+    type_name = type(value).__name__
     if any(str(part) in _SECRET_KEYS for part in loc):
         value = "<hidden>"  # a misplaced secret must not reach an error message or a log
     msg = str(error["msg"]).replace("a valid tuple", "a list").replace("Input should", "expected a value that should")
-    return f"{key}: got {value!r} ({type(value).__name__}); {msg}."
+    return f"{key}: got {value!r} ({type_name}); {msg}."
 
 
 def validate_settings(raw: Any) -> AutomateSettings:

@@ -154,3 +154,46 @@ def test_a_bad_encryption_key_value_is_never_echoed():
         validate_settings({"SECRETS": {"encryption_key": b"super-secret-key-bytes"}})
     assert "DJANGO_AUTOMATE.SECRETS.encryption_key" in str(err.value)
     assert "super-secret" not in str(err.value)
+
+
+def test_connector_webhook_and_retention_sections():
+    s = validate_settings({
+        "HTTP": {"max_redirects": 2, "max_response_bytes": 1000},
+        "LLM": {"base_url": "$secret:LLM_URL", "api_key": "$secret:LLM_KEY",
+                "prices": {"gpt-4o-mini": {"input_per_1k": 0.00015, "output_per_1k": 0.0006}}},
+        "CONNECTORS": ["shop.connectors.Crm"],
+        "POLICY": {"ssrf_allowlist": ["api.partner.example", "*.internal.example", "10.1.0.0/16"]},
+        "WEBHOOKS": {"sources": {"shop": {"secret": "$secret:SHOP_WEBHOOK", "event_type": "shop.webhook"}}},
+        "RETENTION": {"audit_log_days": 365},
+    })
+    assert (s.HTTP.max_redirects, s.HTTP.timeout_seconds) == (2, 10.0)
+    assert s.LLM.prices["gpt-4o-mini"].output_per_1k == 0.0006
+    assert s.CONNECTORS == ("shop.connectors.Crm",)
+    assert s.POLICY.ssrf_allowlist == ("api.partner.example", "*.internal.example", "10.1.0.0/16")
+    assert s.WEBHOOKS.sources["shop"].event_type == "shop.webhook" and s.WEBHOOKS.replay_window_seconds == 300
+    assert s.RETENTION.audit_log_days == 365
+
+
+@pytest.mark.parametrize(
+    ("raw", "dotted"),
+    [
+        ({"HTTP": {"max_redirects": -1}}, "DJANGO_AUTOMATE.HTTP.max_redirects"),
+        ({"LLM": {"prices": {"m": {"input_per_1k": float("nan"), "output_per_1k": 0}}}},
+         "DJANGO_AUTOMATE.LLM.prices.m.input_per_1k"),
+        ({"LLM": {"prices": {"m": {"input_per_1k": 0.1}}}}, "DJANGO_AUTOMATE.LLM.prices.m.output_per_1k"),
+        ({"WEBHOOKS": {"sources": {"shop": {"secret": "", "event_type": "x"}}}},
+         "DJANGO_AUTOMATE.WEBHOOKS.sources.shop.secret"),
+        ({"CONNECTORS": "shop.Crm"}, "DJANGO_AUTOMATE.CONNECTORS"),
+        ({"POLICY": {"llm_budget_daily": float("inf")}}, "DJANGO_AUTOMATE.POLICY.llm_budget_daily"),
+    ],
+)
+def test_new_sections_name_the_bad_key(raw, dotted):
+    with pytest.raises(ImproperlyConfigured, match=dotted.replace(".", r"\.")):
+        validate_settings(raw)
+
+
+def test_a_misplaced_api_key_is_not_echoed():
+    with pytest.raises(ImproperlyConfigured) as info:
+        validate_settings({"LLM": {"api_key": ["sk-live-abcdef0123456789"]}})
+    assert "sk-live" not in str(info.value) and "DJANGO_AUTOMATE.LLM.api_key" in str(info.value)
+    assert "(list)" in str(info.value)
