@@ -387,16 +387,17 @@ class Chaos:
         self.max_signals = max_signals
         self.kills = self.terms = self.conn_kills = 0
         # At least one of each, in a seeded order, then random choices.
-        self.schedule = ["KILL", "TERM", "CONN", "CONN"] + ["?"] * max(0, actions - 4)
+        self.schedule = ["KILL", "KILL", "TERM", "TERM", "CONN", "CONN"] + ["?"] * max(0, actions - 6)
         self.rng.shuffle(self.schedule)
         self.thread = threading.Thread(target=self._main, name="chaos", daemon=True)
 
-    def spawn(self) -> Worker:
+    def spawn(self, grace: float | None = None) -> Worker:
+        """A new worker. Grace 0.3 s: a SIGTERM cancels and releases its in-flight jobs; 10 s: they finish."""
         w = Worker(
             self.conninfo,
             self.log_dir,
             len(self.workers),
-            grace=self.rng.choice([0.3, 10.0]),
+            grace=grace if grace is not None else self.rng.choice([0.3, 10.0]),
             concurrency=self.rng.choice([20, 50]),
         )
         self.workers.append(w)
@@ -404,8 +405,8 @@ class Chaos:
         return w
 
     def start(self) -> None:
-        self.spawn()
-        self.spawn()
+        self.spawn(grace=0.3)
+        self.spawn(grace=10.0)
         self.thread.start()
 
     def note(self, what: str) -> None:
@@ -457,6 +458,8 @@ class Chaos:
                 self.conn_kills += 1
                 self.note(f"pg_terminate_backend({pid}) {app}")
             return
+        if kind == "TERM" and self.terms % 2 == 0 and any(w.grace < 1 for w in ready):
+            ready = [w for w in ready if w.grace < 1]  # every other SIGTERM: in-flight work is cancelled
         w = self.rng.choice(ready)
         self.active.remove(w)
         w.send(kind)
