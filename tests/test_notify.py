@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
+import psycopg
 import pytest
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 
 from automate.models import Event, OutboxJob
 from automate.runtime import emit_event
@@ -14,53 +16,133 @@ from tests.conftest import drain_notifies
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def _notifier():
+    from automate import notify
+
+    return notify._notifier("default")
+
+
+def _our_hooks() -> int:
+    """How many of our after-commit hooks the current transaction holds."""
+    return sum(1 for entry in connection.run_on_commit if getattr(entry[1], "automate_notify", None))
+
+
+def _sent_after(action) -> int:
+    """How many NOTIFYs our notifier sent because of ``action`` (it is idle before and after)."""
+    from automate import notify
+
+    assert notify.wait_idle()
+    before = _notifier().sent
+    action()
+    assert notify.wait_idle()
+    return _notifier().sent - before
+
+
 def test_committed_emit_notifies(listener):
-    emit_event("order.created", {"id": 1})
+    assert _sent_after(lambda: emit_event("order.created", {"id": 1})) == 1
     notes = drain_notifies(listener)
     assert [n.channel for n in notes] == ["automate_outbox"]
 
 
-def test_notify_is_sent_after_commit_not_inside(listener):
+def test_the_hook_is_registered_once_and_sends_only_after_the_commit(listener, pg_conninfo):
+    """Our code, not PostgreSQL, decides when: the notifier sends on its own connection, so a NOTIFY
+    sent before the commit would reach the listener before the row is visible."""
+    from automate import notify
+
+    assert notify.wait_idle()
+    before = _notifier().sent
     with transaction.atomic():
-        emit_event("order.created", {"id": 1})
-        # Still inside the write transaction: nothing may have been sent yet.
-        assert drain_notifies(listener, timeout=0.2) == []
-    assert len(drain_notifies(listener)) == 1
+        event_id = emit_event("order.created", {"id": 1})
+        emit_event("order.created", {"id": 2})
+        assert _our_hooks() == 1
+        assert notify.wait_idle() and _notifier().sent == before  # nothing requested yet
+    notes = list(listener.notifies(timeout=5, stop_after=1))
+    assert [n.channel for n in notes] == ["automate_outbox"]
+    with psycopg.connect(pg_conninfo) as other:  # the wake-up came after the commit: the row is there
+        assert other.execute("SELECT count(*) FROM automate_event WHERE id = %s", [event_id]).fetchone() == (1,)
+    assert notify.wait_idle() and _notifier().sent == before + 1
 
 
 def test_rollback_sends_nothing_and_stores_nothing(listener):
-    with pytest.raises(RuntimeError), transaction.atomic():
-        emit_event("order.created", {"id": 1})
-        raise RuntimeError("request failed")
+    def rolled_back() -> None:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            emit_event("order.created", {"id": 1})
+            raise RuntimeError("request failed")
+
+    assert _sent_after(rolled_back) == 0
     assert drain_notifies(listener) == []
     assert Event.objects.count() == 0
     assert OutboxJob.objects.count() == 0
 
 
-def test_500_events_in_one_transaction_give_one_notification(listener):
-    with transaction.atomic():
-        for i in range(500):
-            emit_event("order.created", {"i": i})
+def test_500_events_in_one_transaction_register_one_hook_and_send_once(listener):
+    def burst() -> None:
+        with transaction.atomic():
+            for i in range(500):
+                emit_event("order.created", {"i": i})
+            assert _our_hooks() == 1
+
+    assert _sent_after(burst) == 1
     assert len(drain_notifies(listener, timeout=0.5)) == 1
     assert OutboxJob.objects.count() == 500
 
 
+def test_commits_while_the_notifier_is_busy_are_coalesced_into_one_send(listener):
+    """50 separate transactions commit while the sender cannot run (it needs the notifier's lock, held
+    here): each raises the pending flag, and the sender covers all of them with a single NOTIFY. Were
+    requests queued one by one, this would send 50."""
+    notifier = _notifier()
+
+    def fifty_commits_while_busy() -> None:
+        with notifier._cond:  # re-entrant: the emits' commit hooks take it too, the sender cannot
+            for i in range(50):
+                emit_event("order.created", {"i": i})  # autocommit: one transaction each
+
+    assert _sent_after(fifty_commits_while_busy) == 1
+    assert len(drain_notifies(listener)) == 1
+    assert OutboxJob.objects.count() == 50
+
+
 def test_savepoint_rollback_keeps_the_outer_notification(listener):
-    with transaction.atomic():
-        emit_event("order.created", {"i": 0})
-        with pytest.raises(ValueError), transaction.atomic():
-            emit_event("order.created", {"i": 1})
-            raise ValueError
-        emit_event("order.created", {"i": 2})
+    def outer_survives() -> None:
+        with transaction.atomic():
+            emit_event("order.created", {"i": 0})
+            with pytest.raises(ValueError), transaction.atomic():
+                emit_event("order.created", {"i": 1})
+                raise ValueError
+            assert _our_hooks() == 1
+            emit_event("order.created", {"i": 2})
+            assert _our_hooks() == 1
+
+    assert _sent_after(outer_survives) == 1
     assert len(drain_notifies(listener)) == 1
     assert sorted(e.payload["i"] for e in Event.objects.all()) == [0, 2]
 
 
+def test_savepoint_rollback_of_the_first_emit_registers_the_hook_again(listener):
+    """The hook of an emit in a rolled-back savepoint is dropped with it; a later emit must add one."""
+
+    def later_emit() -> None:
+        with transaction.atomic():
+            with pytest.raises(ValueError), transaction.atomic():
+                emit_event("order.created", {"i": 1})
+                raise ValueError
+            assert _our_hooks() == 0
+            emit_event("order.created", {"i": 2})
+            assert _our_hooks() == 1
+
+    assert _sent_after(later_emit) == 1
+    assert len(drain_notifies(listener)) == 1
+
+
 def test_savepoint_rollback_of_the_only_emit_sends_nothing(listener):
-    with transaction.atomic():
-        with pytest.raises(ValueError), transaction.atomic():
-            emit_event("order.created", {"i": 1})
-            raise ValueError
+    def only_emit_rolled_back() -> None:
+        with transaction.atomic():
+            with pytest.raises(ValueError), transaction.atomic():
+                emit_event("order.created", {"i": 1})
+                raise ValueError
+
+    assert _sent_after(only_emit_rolled_back) == 0
     assert drain_notifies(listener) == []
 
 
@@ -82,6 +164,9 @@ def test_concurrent_committers_are_coalesced_but_never_lost(listener):
         t.start()
     for t in threads:
         t.join()
+    from automate import notify
+
+    assert notify.wait_idle()
     notes = drain_notifies(listener, timeout=0.5)
     assert 0 < len(notes) <= n_threads * per_thread
     assert OutboxJob.objects.count() == n_threads * per_thread
@@ -92,7 +177,7 @@ def test_concurrent_committers_are_coalesced_but_never_lost(listener):
 
 def test_notify_off_sends_nothing(listener, settings):
     settings.DJANGO_AUTOMATE = {"EVENTS": {"notify": "off"}}
-    emit_event("order.created", {"id": 1})
+    assert _sent_after(lambda: emit_event("order.created", {"id": 1})) == 0
     assert drain_notifies(listener) == []
     assert OutboxJob.objects.count() == 1
 
@@ -108,14 +193,16 @@ def test_notify_is_sent_by_a_background_connection_that_closes_when_idle(listene
     from tests.aio.procs import wait_until
 
     emit_event("order.created", {"id": 1})
-    assert len(drain_notifies(listener)) == 1
+    (note,) = drain_notifies(listener)
     # Sent from the notifier's own connection, not the emitting request's.
-    assert _notifier_connections(listener) == 1
+    assert note.pid != connection.connection.info.backend_pid
     wait_until(lambda: _notifier_connections(listener) == 0, 5, "the idle notifier connection was not closed")
     emit_event("order.created", {"id": 2})  # reopens on demand
     assert len(drain_notifies(listener)) == 1
     notify.close()
-    assert _notifier_connections(listener) == 0
+    # (a backend leaves pg_stat_activity shortly after its client hangs up: wait for it)
+    wait_until(lambda: _notifier_connections(listener) == 0, 5, "close() left the notifier connection open")
+    assert not notify._notifier("default")._thread
 
 
 def test_emit_prepares_only_its_own_statement(listener, settings):
@@ -168,3 +255,51 @@ def test_trigger_mode_wakes_on_raw_sql_inserts(listener, settings):
             "last_error, created_at, payload) VALUES ('task', 'PENDING', 0, now(), 0, 1, '', now(), '{}')"
         )
     assert drain_notifies(listener) == []
+
+
+def test_a_forked_child_sends_its_own_wake_up_even_if_the_lock_was_held_at_the_fork(listener):
+    """Fork safety: the child gets a fresh lock and state, so the notifier's lock held by another
+    thread at the fork (a thread that does not exist in the child) cannot deadlock it, and the
+    parent's pending wake-up is not the child's to send."""
+    import signal
+    import time
+
+    from automate import notify
+
+    emit_event("order.created", {"warm": True})  # the parent's sender thread and connection exist
+    assert notify.wait_idle()
+    drain_notifies(listener)
+    notifier = _notifier()
+    sent_at_fork, lock_at_fork = notifier.sent, notifier._cond
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with lock_at_fork:
+            notifier.request()  # a commit waiting for the parent's sender
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    assert held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: no Django connection used, only the notifier
+        ok = False
+        try:
+            ok = notifier._cond is not lock_at_fork and not notifier._pending  # reset at the fork
+            notifier.request()  # on the copied lock, whose owner is gone, this would block forever
+            ok = notify.flush() and notifier.sent == sent_at_fork + 1 and ok
+        finally:
+            os._exit(0 if ok else 1)
+    release.set()
+    holder.join(10)
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on the notifier's lock")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert notify.wait_idle()  # the parent's own pending wake-up, sent by its thread
+    assert len(drain_notifies(listener)) == 2  # one from the child, one from the parent
