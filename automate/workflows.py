@@ -37,11 +37,26 @@ def validate_version(trigger_spec: Any, steps: Any) -> tuple[TriggerSpec, StepsS
 
 
 def notify_workflows_changed(using: str = DEFAULT_DB_ALIAS) -> None:
+    """Tell the workers, after the commit, that workflows changed (at once in autocommit mode).
+
+    One NOTIFY per transaction, however many rows it saved (publish() saves the workflow and its
+    version). It is sent synchronously on Django's own connection when the commit hook runs, not by the
+    background notifier: a process that publishes and exits at once has sent it before it exits. A
+    failure to send (the connection lost right after the commit) is logged, not raised: the data is
+    committed, and the workers' cache refreshes on its own within a poll interval.
+    """
+    conn = connections[using]
+    if conn.in_atomic_block and any(
+        getattr(entry[1], "automate_workflows", None) == using for entry in conn.run_on_commit
+    ):
+        return  # this transaction already sends one
+
     def send() -> None:
         with connections[using].cursor() as cursor:
             cursor.execute(queries.NOTIFY_WORKFLOWS)
 
-    transaction.on_commit(send, using=using)
+    send.automate_workflows = using  # type: ignore[attr-defined]
+    transaction.on_commit(send, using=using, robust=True)
 
 
 def publish(

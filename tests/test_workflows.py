@@ -128,3 +128,31 @@ def test_specs_refuse_nan_and_infinity(trigger_spec, steps, where):
         publish("w", trigger_spec=trigger_spec, steps=steps)
     assert where in str(err.value)
     assert not WorkflowVersion.objects.exists()
+
+
+@pytest.fixture
+def workflows_listener(pg_conninfo):
+    import psycopg
+
+    with psycopg.connect(pg_conninfo, autocommit=True) as conn:
+        conn.execute("LISTEN automate_workflows")
+        yield conn
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_workflows_notification_per_transaction(workflows_listener):
+    """publish() saves the workflow and its version: the workers are told once, after the commit."""
+    from django.db import transaction
+
+    from tests.conftest import drain_notifies
+
+    publish("w", trigger_spec={"event": "a"}, steps=OK)
+    assert [n.channel for n in drain_notifies(workflows_listener)] == ["automate_workflows"]
+    with transaction.atomic():
+        publish("w", trigger_spec={"event": "b"}, steps=OK)
+        publish("w2", trigger_spec={"event": "c"}, steps=OK)
+    assert len(drain_notifies(workflows_listener)) == 1
+    with pytest.raises(RuntimeError), transaction.atomic():
+        publish("w3", trigger_spec={"event": "d"}, steps=OK)
+        raise RuntimeError
+    assert drain_notifies(workflows_listener) == []
