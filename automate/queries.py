@@ -228,6 +228,13 @@ FROM unnest(%(id)s::bigint[], %(token)s::bigint[], %(delay)s::float8[], %(error)
 WHERE j.id = t.id AND j.claim_token = t.token AND j.status = 'CLAIMED'
 """
 
+# Audit entries of the worker (policy decisions, secrets used), in the group commit of their job.
+INSERT_AUDIT = """
+INSERT INTO automate_audit_log (actor, action, resource, details, created_at)
+SELECT t.actor, t.action, t.resource, t.details, now()
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(actor text, action text, resource text, details jsonb)
+"""
+
 # Resuming: the runs already recorded for these events and the steps they completed.
 RUNS_FOR_EVENTS = """
 SELECT id, event_id, workflow_version_id, status, trace_id FROM automate_execution_run

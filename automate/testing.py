@@ -46,6 +46,7 @@ class InMemoryStore:
     versions: dict[int, tuple[VersionRow, bool]] = field(default_factory=dict)  # id -> (row, enabled)
     runs: dict[Any, dict[str, Any]] = field(default_factory=dict)
     steps: dict[tuple[Any, str, int], dict[str, Any]] = field(default_factory=dict)
+    audit: list[dict[str, Any]] = field(default_factory=list)
     _next_job: int = 1
 
     # -- seeding -------------------------------------------------------------------------------------
@@ -185,6 +186,8 @@ class InMemoryStore:
                 if status == "FAILED":
                     self._fail_open_runs(j, error)
                 j.status, j.last_error, j.lease_expires_at = status, error, None
+        for a in batch.audit:
+            self.audit.append({"actor": a.actor, "action": a.action, "resource": a.resource, "details": a.details})
         for key, (delay, error, counted) in batch.parked.items():
             if key in owned:
                 j = self.jobs[key[0]]

@@ -40,7 +40,7 @@ from .config import WorkerConfig
 from .matcher import VersionEntry, WorkflowCache
 from .outcomes import check_output, error_text
 from .recorder import Recorder
-from .store import ClaimedJob, JobStore, RunRow, StepRow
+from .store import AuditRow, ClaimedJob, JobStore, RunRow, StepRow
 from .tracing import parent_context, trace_id_hex
 
 __all__ = ["Executor"]
@@ -48,6 +48,7 @@ __all__ = ["Executor"]
 log = logging.getLogger(__name__)
 
 _DONE = ("SUCCEEDED", "SKIPPED")
+AUDIT_ACTOR = "automate-worker"
 
 
 def _now() -> datetime:
@@ -79,6 +80,7 @@ class _Prior:
 class _Run:
     row: RunRow
     version: VersionEntry
+    job: ClaimedJob
     prior: dict[str, _Prior] = field(default_factory=dict)
 
 
@@ -191,7 +193,7 @@ class Executor:
             status=status,
             trace_id=trace_id,
         )
-        return _Run(row, version)
+        return _Run(row, version, job)
 
     async def _load_progress(self, runs: list[_Run]) -> None:
         by_id = {r.row.id: r for r in runs}
@@ -382,8 +384,19 @@ class Executor:
         limit_s: float,
         settings: Any,
     ) -> Any:
+        job = run.job
+
+        def audit(action: str, resource: str, details: dict[str, Any]) -> None:
+            row = AuditRow(job.id, job.token, AUDIT_ACTOR, action, resource[:300], secrets.redactor.redact(details))
+            self.recorder.audit(row)
+
         allow = settings.POLICY.connector_allowlist
         if "*" not in allow and step.type not in allow:
+            # Checked again at run time: the version may have been saved before the policy changed.
+            audit("policy.connector_denied", f"workflow:{run.version.slug}", {
+                "run_id": str(run.row.id), "step": step.id, "connector": step.type,
+                "policy": "POLICY.connector_allowlist",
+            })
             raise PermanentStepError(
                 f"connector {step.type!r} is not in DJANGO_AUTOMATE.POLICY.connector_allowlist"
             )
@@ -393,9 +406,10 @@ class Executor:
         if names is None:  # a version is immutable: walk each step's config once per worker
             names = self._secret_names[key] = frozenset(referenced_secrets(step.config))
         if names:
-            await secrets.load(names)
+            for name in await secrets.load(names):  # first use in this run: audited by name only
+                audit("secret.used", f"secret:{name}", {"run_id": str(run.row.id), "step": step.id})
         config = render(step.config, ctx, step_id=step.id, resolve_secret=secrets.get)
-        step_ctx = StepContext(str(run.row.id), step.id, attempt, run.version.slug, ctx["event"])
+        step_ctx = StepContext(str(run.row.id), step.id, attempt, run.version.slug, ctx["event"], audit)
         if not self.traced:
             async with asyncio.timeout(limit_s):
                 output = await connector.run(config, step_ctx)
@@ -425,15 +439,17 @@ class _RunSecrets:
         self._values: dict[str, str] = {}
         self.redactor = base
 
-    async def load(self, names: frozenset[str]) -> None:
-        missing = [n for n in names if n not in self._values]
+    async def load(self, names: frozenset[str]) -> list[str]:
+        """Resolve the names not resolved yet in this run; return those (sorted)."""
+        missing = sorted(n for n in names if n not in self._values)
         if not missing:
-            return
+            return []
         from automate.secrets import aresolve  # the Django side's backends (env, db, custom)
 
         for name in missing:
             self._values[name] = await aresolve(f"$secret:{name}")
         self.redactor = self.redactor.with_secrets(self._values.values())
+        return missing
 
     def get(self, name: str) -> str:
         return self._values[name]

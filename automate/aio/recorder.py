@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from .store import FlushBatch, JobKey, JobStore, RunRow, StepRow
+from .store import AuditRow, FlushBatch, JobKey, JobStore, RunRow, StepRow
 
 _OPEN = ("PENDING", "RUNNING")
 _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
@@ -81,6 +81,11 @@ class Recorder:
             return
         self._held_steps.pop(key, None)
         self._batch.steps[key] = row
+        self._dirty.set()
+
+    def audit(self, row: AuditRow) -> None:
+        """An audit entry, written with the next group commit (``row.details`` already redacted)."""
+        self._batch.audit.append(row)
         self._dirty.set()
 
     def _release_held(self) -> None:
@@ -225,6 +230,7 @@ class Recorder:
         old.steps.update(new.steps)
         old.finished.update(new.finished)
         old.parked.update(new.parked)
+        old.audit.extend(new.audit)
         self._batch = old
         self._dirty.set()
 

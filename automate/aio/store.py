@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from automate import queries
 
 __all__ = [
+    "AuditRow",
     "ClaimedJob",
     "EventData",
     "FlushBatch",
@@ -112,6 +113,19 @@ class StepRow:
     error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """An audit entry written by the worker, in the group commit of the job it is about (not fenced: a
+    policy decision was taken even if the job's lease is lost meanwhile). ``details`` is redacted."""
+
+    job_id: int
+    token: int
+    actor: str
+    action: str
+    resource: str
+    details: dict[str, Any]
+
+
 @dataclass(slots=True)
 class FlushBatch:
     """Everything one group commit writes. Rows are keyed so later states replace earlier ones."""
@@ -120,10 +134,11 @@ class FlushBatch:
     steps: dict[tuple[uuid.UUID, str, int], StepRow] = field(default_factory=dict)
     finished: dict[JobKey, tuple[str, str]] = field(default_factory=dict)  # -> (status, error)
     parked: dict[JobKey, tuple[float, str, bool]] = field(default_factory=dict)  # -> (delay, error, counted)
+    audit: list[AuditRow] = field(default_factory=list)
 
     def job_keys(self) -> set[JobKey]:
         keys = {(r.job_id, r.token) for r in self.runs.values()} | {(s.job_id, s.token) for s in self.steps.values()}
-        return keys | set(self.finished) | set(self.parked)
+        return keys | set(self.finished) | set(self.parked) | {(a.job_id, a.token) for a in self.audit}
 
     def only(self, keys: set[JobKey]) -> FlushBatch:
         """The part of this batch that belongs to ``keys`` (to isolate a row that cannot be written)."""
@@ -132,10 +147,11 @@ class FlushBatch:
             {k: s for k, s in self.steps.items() if (s.job_id, s.token) in keys},
             {k: v for k, v in self.finished.items() if k in keys},
             {k: v for k, v in self.parked.items() if k in keys},
+            [a for a in self.audit if (a.job_id, a.token) in keys],
         )
 
     def __bool__(self) -> bool:
-        return bool(self.runs or self.steps or self.finished or self.parked)
+        return bool(self.runs or self.steps or self.finished or self.parked or self.audit)
 
 
 class JobStore(Protocol):
@@ -316,5 +332,7 @@ class PgStore:
                     },
                     binary=True,
                 )
+            if batch.audit:
+                await cur.execute(queries.INSERT_AUDIT, {"rows": _dumps(batch.audit)})
             owned = {(r[0], r[1]) for r in await lock.fetchall()}
         return owned

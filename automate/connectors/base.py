@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -35,11 +35,19 @@ class StepContext:
     attempt: int
     workflow: str
     event: Mapping[str, Any] = field(repr=False)
+    # Writes an audit entry (action, resource, details) with the run's group commit; details are
+    # redacted with the run's secrets. None outside a worker (then audit() does nothing).
+    auditor: Callable[[str, str, dict[str, Any]], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def idempotency_key(self) -> str:
         """Stable across attempts and crash recovery: pass it on to services that deduplicate."""
         return f"{self.run_id}:{self.step_id}"
+
+    def audit(self, action: str, resource: str, details: dict[str, Any] | None = None) -> None:
+        """Record a policy decision about this step (``policy.ssrf_denied``, ...) in the audit log."""
+        if self.auditor is not None:
+            self.auditor(action, resource, {"run_id": self.run_id, "step": self.step_id, **(details or {})})
 
 
 @runtime_checkable

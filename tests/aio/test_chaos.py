@@ -778,8 +778,10 @@ def test_chaos(pg_conninfo: str, tmp_path: Path) -> None:
     # -- no step that succeeded ran twice, except around a SIGKILL -----------------------------------
     executions = read_executions(marks)
     double_runs = []
+    reexecuted = 0  # succeeded steps that ran again because a kill or a shutdown caught them in flight
     for key in succeeded_steps:
         effective = [x for x in executions.get(key, []) if x.outcome in ("ok", None)]
+        reexecuted += len(effective) > 1
         if len(effective) > 1 and sum(1 for x in effective if not explained(x, by_pid)) > 1:
             double_runs.append(
                 f"{key}: "
@@ -807,7 +809,8 @@ def test_chaos(pg_conninfo: str, tmp_path: Path) -> None:
         f"{tag} emitted in {emitted_s:.1f}s, drained at {drained_s:.1f}s, total {total_s:.1f}s; "
         f"workers started={len(chaos.workers)} SIGKILL={chaos.kills} SIGTERM={chaos.terms} "
         f"pg_terminate_backend={chaos.conn_kills} died_on_their_own={sum(w.unexpected for w in chaos.workers)}; "
-        f"dead letters (lease expired)={len(dead_letters)}; tracebacks in worker logs={tracebacks}; "
+        f"dead letters (lease expired)={len(dead_letters)}; steps re-run after a kill={reexecuted}; "
+        f"executions={sum(map(len, executions.values()))}; tracebacks in worker logs={tracebacks}; "
         f"nan stored as {stored_nan[0][0] if stored_nan else 'n/a'}\n"
         + "  outcomes: "
         + ", ".join(f"{k[0]}:{k[1]}={v}" for k, v in sorted(outcomes.items()))
