@@ -38,11 +38,15 @@ def fuzz(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def chaos(session: nox.Session) -> None:
-    """The fault-injection test at full size: ``nox -s chaos [-- SEED]`` (a random seed, printed, if none)."""
-    seed = session.posargs[0] if session.posargs else str(random.randrange(2**31))
+    """The fault-injection test at full size: ``nox -s chaos [-- SEED [pytest options]]``.
+
+    Without a SEED (an integer) a random one is drawn and printed, so a failing run can be repeated.
+    """
+    args = list(session.posargs)
+    seed = args.pop(0) if args and args[0].lstrip("-").isdigit() else str(random.randrange(2**31))
     session.log(f"AUTOMATE_CHAOS_SEED={seed}  (re-run with: nox -s chaos -- {seed})")
     session.run(
-        "python", "-m", "pytest", "tests/aio/test_chaos.py", "-p", "no:cacheprovider",
+        "python", "-m", "pytest", "tests/aio/test_chaos.py", "-p", "no:cacheprovider", *args,
         env={"AUTOMATE_CHAOS_JOBS": "3000", "AUTOMATE_CHAOS_SEED": seed},
     )
 
