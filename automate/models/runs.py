@@ -50,6 +50,8 @@ class StepStatus(models.TextChoices):
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"
     RETRYING = "RETRYING"
+    # A durable ``delay`` step: ``output.until`` is the moment it ends; its job is parked until then.
+    WAITING = "WAITING"
 
 
 class StepRun(models.Model):
