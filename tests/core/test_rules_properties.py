@@ -384,6 +384,8 @@ ANY_DATA = {"a": None, "b": None, "c": {"d": None}, "xs": [], "s": ""}
 FOUND = [
     # -null is -0, and true / -0 is -Infinity: the engine turned -0 into the int 0 and answered Infinity.
     ({"/": [{"reduce": [None, None, {"==": [None, None]}]}, {"-": None}]}, ANY_DATA),
+    # nox -s fuzz: * reads its operands with parseFloat, and parseFloat(-0) is 0 (via String(-0), "0").
+    ({"*": {"-": None}}, {**ANY_DATA, "s": "hello"}),
 ]
 # The same negative-zero slip in every operator that can make or keep a -0.
 NEGATIVE_ZERO = [
@@ -397,6 +399,11 @@ NEGATIVE_ZERO = [
     {"/": [1, {"max": [{"-": 0}, 0]}]},
     {"/": [1, {"max": [{"-": 0}, {"-": 0}]}]},
     {"/": [1, {"+": [{"-": 0}]}]},
+    {"/": [1, {"*": [{"-": 0}]}]},
+    {"/": [1, {"*": [{"-": 0}, -1]}]},
+    {"/": [1, {"*": [-1, {"-": 0}]}]},
+    {"/": [1, {"+": [{"-": 0}, {"-": 0}]}]},
+    {"/": [1, {"*": ["-0", 1]}]},
     {"/": [1, {"-": "0"}]},
     {"/": [1, {"-": "-0"}]},
     {"-": False},
@@ -406,6 +413,7 @@ NEGATIVE_ZERO = [
 @PROPERTY_SETTINGS
 @given(rule=rules, data=data_strategy)
 @example(*FOUND[0])
+@example(*FOUND[1])
 def test_compiled_engine_matches_the_reference(rule: Any, data: Any) -> None:
     expected = r_apply(rule, data)
     actual = apply(rule, data)
@@ -487,6 +495,9 @@ def test_negative_zero_follows_javascript(rule: Any) -> None:
         ({"/": [1, {"%": [-4, 2]}]}, -math.inf),
         ({"/": [1, {"+": [0, {"-": 0}]}]}, math.inf),
         ({"/": [1, {"-": None}]}, -math.inf),
+        ({"/": [1, {"*": [{"-": 0}, -1]}]}, -math.inf),  # parseFloat(-0) * -1 is 0 * -1
+        ({"/": [1, {"*": [-1, {"-": 0}]}]}, -math.inf),
+        ({"/": [1, {"*": ["-0", -1]}]}, math.inf),  # parseFloat("-0") is -0
     ],
 )
 def test_negative_zero_answers(rule: Any, expected: float) -> None:

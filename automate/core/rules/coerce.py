@@ -213,12 +213,18 @@ def to_number(value: Any) -> int | float:
 
 
 def parse_float(value: Any) -> int | float:
-    """JavaScript ``parseFloat`` (as ``+`` and ``*`` use it): the longest numeric prefix, else NaN."""
+    """JavaScript ``parseFloat`` (as ``+`` and ``*`` use it): the longest numeric prefix, else NaN.
+
+    A number is read through its string, so ``parseFloat(-0)`` is ``0`` (``String(-0)`` is ``"0"``);
+    the string ``"-0"`` gives ``-0``.
+    """
     kind = type(value)
-    if kind is int or kind is float:
+    if kind is int:
         return value
+    if kind is float:
+        return value or 0  # -0.0 (and 0.0) -> 0; NaN is truthy and stays
     if jstype(value) == _NUM:
-        return norm(float(value))
+        return norm(float(value)) or 0
     text = to_string(value).lstrip(_JS_SPACE)
     match = _FLOAT_PREFIX.match(text)
     if match is None:
