@@ -19,70 +19,30 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
-from automate.conf import get_settings
-from automate.connectors import PermanentStepError, StepContext, classify_failure, get_connector
-from automate.core import rules
+from automate.connectors.flow import not_taken
 from automate.core.backoff import compute_delay
 from automate.core.errors import AutomateError
 from automate.core.redaction import Redactor
 from automate.core.specs import StepSpec
-from automate.core.templating import referenced_secrets, render
 from automate.tracing import trace_id_of
 
 from . import tracing
 from .config import WorkerConfig
 from .matcher import VersionEntry, WorkflowCache
-from .outcomes import check_output, error_text
+from .outcomes import error_text
 from .recorder import Recorder
-from .store import AuditRow, ClaimedJob, JobStore, RunRow, StepRow
+from .steps import Park, Prior, RunSecrets, RunState, StepFailed, StepRunner, now
+from .store import ClaimedJob, JobStore, RunRow
 from .tracing import parent_context, trace_id_hex
 
 __all__ = ["Executor"]
 
 log = logging.getLogger(__name__)
-
-_DONE = ("SUCCEEDED", "SKIPPED")
-AUDIT_ACTOR = "automate-worker"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class _Park(Exception):  # control flow, not an error
-    def __init__(self, delay: float, error: str) -> None:
-        self.delay = delay
-        self.error = error
-
-
-class _StepFailed(Exception):
-    def __init__(self, step_id: str, error: str) -> None:
-        super().__init__(f"step {step_id!r} failed: {error}")
-        self.step_id = step_id
-
-
-@dataclass(slots=True)
-class _Prior:
-    """What the database already says about one step of a resumed run."""
-
-    attempts: int = 0
-    status: str = ""
-    output: Any = None
-
-
-@dataclass(slots=True)
-class _Run:
-    row: RunRow
-    version: VersionEntry
-    job: ClaimedJob
-    prior: dict[str, _Prior] = field(default_factory=dict)
-
 
 class Executor:
     def __init__(
@@ -101,9 +61,10 @@ class Executor:
         from automate.secrets import get_redactor  # validates SECRETS.redact_patterns, names a bad one
 
         self.base_redactor = get_redactor()
-        self.steps_started = 0
         self.traced = tracing.tracing_enabled()
-        self._secret_names: dict[tuple[int, str], frozenset[str]] = {}
+        self.steps = StepRunner(cfg, recorder, semaphore, traced=self.traced)
+        # Called with the delay of every park, so the worker can wake itself when a job is due again.
+        self.on_park: Callable[[float], None] | None = None
 
     # -- a job ---------------------------------------------------------------------------------------
     async def process(self, job: ClaimedJob) -> bool:
@@ -127,13 +88,16 @@ class Executor:
         for r in results:
             if isinstance(r, BaseException) and not isinstance(r, Exception):
                 raise r  # cancellation: the worker releases the job (or it is someone else's now)
-        other = [r for r in results if isinstance(r, Exception) and not isinstance(r, _Park | _StepFailed)]
+        other = [r for r in results if isinstance(r, Exception) and not isinstance(r, Park | StepFailed)]
         if other:
             return await self._retry_job(job, other[0], "running the job")
-        parks = [r for r in results if isinstance(r, _Park)]
-        if parks:
-            return await self.recorder.park(job.key, max(p.delay for p in parks), parks[0].error)
-        failed = [str(r) for r in results if isinstance(r, _StepFailed)]
+        parks = [r for r in results if isinstance(r, Park)]
+        if parks:  # the earliest: a run that is not due yet when the job comes back parks it again
+            first = min(parks, key=lambda p: p.delay)
+            if self.on_park is not None:
+                self.on_park(first.delay)
+            return await self.recorder.park(job.key, first.delay, first.error)
+        failed = [str(r) for r in results if isinstance(r, StepFailed)]
         if failed:
             return await self.recorder.finish(job.key, "FAILED", "; ".join(failed)[:4000])
         return await self.recorder.finish(job.key, "COMPLETED", "")
@@ -148,9 +112,11 @@ class Executor:
             return await self.recorder.finish(job.key, "FAILED", f"{error} (attempt {job.attempts} of "
                                               f"{job.max_attempts}, no attempts left)")
         delay = compute_delay(None, job.attempts)
+        if self.on_park is not None:
+            self.on_park(delay)
         return await self.recorder.park(job.key, delay, error, counted=True)
 
-    async def _plan(self, job: ClaimedJob) -> list[_Run]:
+    async def _plan(self, job: ClaimedJob) -> list[RunState]:
         if job.kind == "run":
             return await self._plan_direct_run(job)
         if job.kind != "event" or job.event is None:
@@ -171,7 +137,7 @@ class Executor:
         matched = await self.workflows.match(event.type, {"event": self._event_dict(job)})
         return [self._run(job, version, uuid.uuid4(), "PENDING", "") for version in matched]
 
-    async def _plan_direct_run(self, job: ClaimedJob) -> list[_Run]:
+    async def _plan_direct_run(self, job: ClaimedJob) -> list[RunState]:
         rows = await self.store.runs_by_id([job.run_id]) if job.run_id else []
         if not rows:
             raise AutomateError(f"job {job.id}: run {job.run_id} does not exist")
@@ -183,7 +149,7 @@ class Executor:
         await self._load_progress([run])
         return [run]
 
-    def _run(self, job: ClaimedJob, version: VersionEntry, run_id: Any, status: str, trace_id: str) -> _Run:
+    def _run(self, job: ClaimedJob, version: VersionEntry, run_id: Any, status: str, trace_id: str) -> RunState:
         row = RunRow(
             id=run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id)),
             version_id=version.id,
@@ -193,12 +159,12 @@ class Executor:
             status=status,
             trace_id=trace_id,
         )
-        return _Run(row, version, job)
+        return RunState(row, version, job)
 
-    async def _load_progress(self, runs: list[_Run]) -> None:
+    async def _load_progress(self, runs: list[RunState]) -> None:
         by_id = {r.row.id: r for r in runs}
         for run_id, step_id, attempt, status, output in await self.store.step_progress(list(by_id)):
-            prior = by_id[run_id].prior.setdefault(step_id, _Prior())
+            prior = by_id[run_id].prior.setdefault(step_id, Prior())
             prior.attempts = max(prior.attempts, attempt)
             if attempt == prior.attempts:
                 prior.status, prior.output = status, output
@@ -211,7 +177,7 @@ class Executor:
         return {"id": ev.id, "type": ev.type, "source": ev.source, "payload": ev.payload}
 
     # -- a run ---------------------------------------------------------------------------------------
-    async def _execute(self, job: ClaimedJob, run: _Run) -> None:
+    async def _execute(self, job: ClaimedJob, run: RunState) -> None:
         row = run.row
         if row.status in ("SUCCEEDED", "FAILED", "CANCELLED"):
             return None if row.status == "SUCCEEDED" else self._raise_recorded(row)
@@ -239,7 +205,7 @@ class Executor:
                 row.trace_id = row.trace_id or trace_id_hex(span)
             elif event is not None:
                 row.trace_id = row.trace_id or trace_id_of(event.traceparent)
-            row.status, row.started_at = "RUNNING", row.started_at or _now()
+            row.status, row.started_at = "RUNNING", row.started_at or now()
             self.recorder.run(row)
             ctx: dict[str, Any] = {
                 "event": self._event_dict(job),
@@ -249,11 +215,11 @@ class Executor:
             redactor = self.base_redactor
             try:
                 if version.steps is None:
-                    raise _StepFailed("*", version.error or "workflow has no steps")
+                    raise StepFailed("*", version.error or "workflow has no steps")
                 redactor = await self._run_steps(job, run, ctx)
-            except _Park:
+            except Park:
                 raise
-            except _StepFailed as exc:
+            except StepFailed as exc:
                 self._finish_run(row, "FAILED", ctx, redactor, str(exc))
                 tracing.record_failure(span, str(exc))
                 raise
@@ -262,30 +228,32 @@ class Executor:
                 log.error("automate.run.error", extra={"run_id": str(row.id), "error": error})
                 self._finish_run(row, "FAILED", ctx, redactor, error)
                 tracing.record_failure(span, error)
-                raise _StepFailed("*", error) from None
+                raise StepFailed("*", error) from None
             self._finish_run(row, "SUCCEEDED", ctx, redactor, "")
         return None
 
     @staticmethod
     def _raise_recorded(row: RunRow) -> None:
-        raise _StepFailed("*", f"run {row.id} already {row.status}")
+        raise StepFailed("*", f"run {row.id} already {row.status}")
 
     def _finish_run(self, row: RunRow, status: str, ctx: dict[str, Any], redactor: Redactor, error: str) -> None:
-        row.status, row.finished_at = status, _now()
+        row.status, row.finished_at = status, now()
         row.error = redactor.redact_str(error) if error else ""
         # Each step's output was redacted once, when its StepRun was recorded; reuse that copy.
         row.outputs = {sid: s.get("stored") for sid, s in ctx["steps"].items()}
         self.recorder.run(row)
 
-    async def _run_steps(self, job: ClaimedJob, run: _Run, ctx: dict[str, Any]) -> Redactor:
+    async def _run_steps(self, job: ClaimedJob, run: RunState, ctx: dict[str, Any]) -> Redactor:
         assert run.version.steps is not None
         steps = run.version.steps.root
-        secrets = _RunSecrets(self.base_redactor)
+        secrets = RunSecrets(self.base_redactor)
         if len(steps) == 1:
-            await self._step(job, run, steps[0], ctx, secrets)
+            await self.steps.run(run, steps[0], ctx, secrets)
             return secrets.redactor
         done: dict[str, asyncio.Future[bool]] = {s.id: asyncio.get_running_loop().create_future() for s in steps}
-        problems: list[_StepFailed | _Park] = []
+        problems: list[StepFailed | Park] = []
+        # Steps a condition did not take, and steps all of whose dependencies were skipped that way.
+        branch_skipped: set[str] = set()
 
         async def one(step: StepSpec) -> None:
             ok = False
@@ -293,12 +261,18 @@ class Executor:
                 for dep in step.depends_on:
                     if not await asyncio.shield(done[dep]):
                         return  # a dependency failed or is waiting: this step does not run now
-                await self._step(job, run, step, ctx, secrets)
+                if step.id in branch_skipped or (step.depends_on and branch_skipped.issuperset(step.depends_on)):
+                    branch_skipped.add(step.id)
+                    self.steps.skip(run, step, ctx)
+                else:
+                    await self.steps.run(run, step, ctx, secrets)
+                    if step.type == "condition" and ctx["steps"][step.id]["status"] == "SUCCEEDED":
+                        branch_skipped.update(not_taken(step.config, ctx["steps"][step.id]["output"]))
                 ok = True
-            except (_StepFailed, _Park) as exc:
+            except (StepFailed, Park) as exc:
                 problems.append(exc)  # independent branches go on; the run ends failed (or parked)
             except Exception as exc:  # a bug: this step fails, the TaskGroup (and the worker) go on
-                problems.append(_StepFailed(step.id, error_text(exc, secrets.redactor)))
+                problems.append(StepFailed(step.id, error_text(exc, secrets.redactor)))
             finally:
                 if not done[step.id].done():
                     done[step.id].set_result(ok)
@@ -306,151 +280,9 @@ class Executor:
         async with asyncio.TaskGroup() as tg:
             for step in steps:
                 tg.create_task(one(step), name=f"step {step.id}")
-        failures = [p for p in problems if isinstance(p, _StepFailed)]
+        failures = [p for p in problems if isinstance(p, StepFailed)]
         if failures:
             raise failures[0]
         if problems:
-            raise max(problems, key=lambda p: p.delay if isinstance(p, _Park) else 0.0)
+            raise min((p for p in problems if isinstance(p, Park)), key=lambda p: p.delay)
         return secrets.redactor
-
-    # -- a step --------------------------------------------------------------------------------------
-    async def _step(
-        self, job: ClaimedJob, run: _Run, step: StepSpec, ctx: dict[str, Any], secrets: _RunSecrets
-    ) -> None:
-        prior = run.prior.get(step.id)
-        if prior is not None and prior.status in _DONE:
-            ctx["steps"][step.id] = {"output": prior.output, "status": prior.status, "stored": prior.output}
-            return  # durable progress: never run a completed step again
-        attempt = prior.attempts + 1 if prior else 1
-        row_id, job_id, token = run.row.id, job.id, job.token
-        if step.when is not None:
-            try:
-                go = rules.evaluate(step.when, ctx)
-            except Exception as exc:  # a rule that cannot be evaluated fails its step, with the reason
-                error = error_text(exc, secrets.redactor, prefix="when: ")
-                now = _now()
-                self.recorder.step(StepRow(row_id, step.id, attempt, job_id, token, "FAILED", now, now, None, error))
-                raise _StepFailed(step.id, error) from None
-            if not go:
-                self.recorder.step(StepRow(row_id, step.id, attempt, job_id, token, "SKIPPED", _now(), _now()))
-                ctx["steps"][step.id] = {"output": None, "status": "SKIPPED", "stored": None}
-                return
-        settings = get_settings()
-        max_retries = step.max_retries if step.max_retries is not None else self.cfg.max_retries
-        timeout = step.timeout_seconds or self.cfg.step_timeout
-        while True:
-            failure: Exception | None = None
-            async with self.semaphore:  # held for the attempt only, never across a retry wait
-                started = _now()
-                self.steps_started += 1
-                self.recorder.step(StepRow(row_id, step.id, attempt, job_id, token, "RUNNING", started))
-                try:
-                    output = await self._attempt(run, step, ctx, secrets, attempt, timeout, settings)
-                    stored = secrets.redactor.redact(output)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    failure = exc
-            if failure is None:
-                self.recorder.step(
-                    StepRow(row_id, step.id, attempt, job_id, token, "SUCCEEDED", started, _now(), stored)
-                )
-                ctx["steps"][step.id] = {"output": output, "status": "SUCCEEDED", "stored": stored}
-                return
-            transient, asked_delay = classify_failure(failure)
-            error = error_text(failure, secrets.redactor)
-            retry = transient and attempt <= max_retries
-            status = "RETRYING" if retry else "FAILED"
-            self.recorder.step(StepRow(row_id, step.id, attempt, job_id, token, status, started, _now(), None, error))
-            if not retry:
-                raise _StepFailed(step.id, error)
-            delay = compute_delay(step.retry, attempt, retry_after=asked_delay)
-            log.info(
-                "automate.step.retry_scheduled",
-                extra={"run_id": str(row_id), "step": step.id, "attempt": attempt, "delay_s": delay},
-            )
-            if delay > self.cfg.park_after:
-                raise _Park(delay, f"step {step.id!r} waiting {delay:.1f}s to retry: {error}")
-            await asyncio.sleep(delay)
-            attempt += 1
-
-    async def _attempt(
-        self,
-        run: _Run,
-        step: StepSpec,
-        ctx: dict[str, Any],
-        secrets: _RunSecrets,
-        attempt: int,
-        limit_s: float,
-        settings: Any,
-    ) -> Any:
-        job = run.job
-
-        def audit(action: str, resource: str, details: dict[str, Any]) -> None:
-            row = AuditRow(job.id, job.token, AUDIT_ACTOR, action, resource[:300], secrets.redactor.redact(details))
-            self.recorder.audit(row)
-
-        allow = settings.POLICY.connector_allowlist
-        if "*" not in allow and step.type not in allow:
-            # Checked again at run time: the version may have been saved before the policy changed.
-            audit("policy.connector_denied", f"workflow:{run.version.slug}", {
-                "run_id": str(run.row.id), "step": step.id, "connector": step.type,
-                "policy": "POLICY.connector_allowlist",
-            })
-            raise PermanentStepError(
-                f"connector {step.type!r} is not in DJANGO_AUTOMATE.POLICY.connector_allowlist"
-            )
-        connector = get_connector(step.type)
-        key = (run.version.id, step.id)
-        names = self._secret_names.get(key)
-        if names is None:  # a version is immutable: walk each step's config once per worker
-            names = self._secret_names[key] = frozenset(referenced_secrets(step.config))
-        if names:
-            for name in await secrets.load(names):  # first use in this run: audited by name only
-                audit("secret.used", f"secret:{name}", {"run_id": str(run.row.id), "step": step.id})
-        config = render(step.config, ctx, step_id=step.id, resolve_secret=secrets.get)
-        step_ctx = StepContext(str(run.row.id), step.id, attempt, run.version.slug, ctx["event"], audit)
-        if not self.traced:
-            async with asyncio.timeout(limit_s):
-                output = await connector.run(config, step_ctx)
-            check_output(output, settings.EXECUTION.max_output_bytes)
-            return output
-        with tracing.tracer.start_as_current_span(
-            f"automate.step {step.id}",
-            attributes={"automate.step": step.id, "automate.connector": step.type, "automate.attempt": attempt},
-            record_exception=False,  # recorded below, redacted: the raw one can carry a secret
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                async with asyncio.timeout(limit_s):
-                    output = await connector.run(config, step_ctx)
-                check_output(output, settings.EXECUTION.max_output_bytes)
-            except Exception as exc:
-                tracing.record_failure(span, error_text(exc, secrets.redactor), type(exc).__qualname__)
-                raise
-            span.set_status(Status(StatusCode.OK))
-        return output
-
-
-class _RunSecrets:
-    """The secrets resolved in one run, and a redactor that scrubs their values wherever they appear."""
-
-    def __init__(self, base: Redactor) -> None:
-        self._values: dict[str, str] = {}
-        self.redactor = base
-
-    async def load(self, names: frozenset[str]) -> list[str]:
-        """Resolve the names not resolved yet in this run; return those (sorted)."""
-        missing = sorted(n for n in names if n not in self._values)
-        if not missing:
-            return []
-        from automate.secrets import aresolve  # the Django side's backends (env, db, custom)
-
-        for name in missing:
-            self._values[name] = await aresolve(f"$secret:{name}")
-        self.redactor = self.redactor.with_secrets(self._values.values())
-        return missing
-
-    def get(self, name: str) -> str:
-        return self._values[name]
-

@@ -65,6 +65,7 @@ class Worker:
         self.workflows = WorkflowCache(self.store, max_age=max(cfg.poll_interval, 1.0))
         self.semaphore = asyncio.Semaphore(cfg.concurrency)
         self.executor = Executor(cfg, self.store, self.recorder, self.workflows, self.semaphore)
+        self.executor.on_park = self._wake_after
         self.listener = Listener(
             cfg.conninfo,
             (queries.NOTIFY_CHANNEL, queries.WORKFLOWS_CHANNEL),
@@ -85,6 +86,12 @@ class Worker:
     # -- events from other parts ---------------------------------------------------------------------
     def wake(self) -> None:
         self._wake.set()
+
+    def _wake_after(self, delay: float) -> None:
+        """A job was parked for ``delay`` seconds: claim again when it is due, not only at the next poll
+        (another worker may take it first; the claim then finds nothing)."""
+        if not self._stopping.is_set():
+            asyncio.get_running_loop().call_later(max(delay, 0.0) + 0.005, self._wake.set)
 
     def _notified(self, channel: str) -> None:
         if channel == queries.WORKFLOWS_CHANNEL:

@@ -14,6 +14,7 @@ __all__ = [
     "PermanentStepError",
     "StepContext",
     "TransientStepError",
+    "Wait",
     "classify_failure",
 ]
 
@@ -24,6 +25,17 @@ class TransientStepError(AutomateError):
 
 class PermanentStepError(AutomateError):
     """A failure that retrying cannot fix; the step fails at once."""
+
+
+class Wait(AutomateError):  # a decision, not an error
+    """Raised by a step that must wait until ``until`` (an aware datetime): the worker records the step
+    WAITING with ``{"until": ...}`` and parks its job in the database until then, holding no slot and
+    using no attempt. On resume the step succeeds once the time has come, without running again."""
+
+    def __init__(self, until: Any, output: Any = None) -> None:
+        super().__init__(f"waiting until {until.isoformat()}")
+        self.until = until
+        self.output = output
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +50,8 @@ class StepContext:
     # Writes an audit entry (action, resource, details) with the run's group commit; details are
     # redacted with the run's secrets. None outside a worker (then audit() does nothing).
     auditor: Callable[[str, str, dict[str, Any]], None] | None = field(default=None, repr=False, compare=False)
+    # The run's context as rules see it: {"event": ..., "steps": {"<id>": {"output": ...}}, "run": ...}.
+    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def idempotency_key(self) -> str:

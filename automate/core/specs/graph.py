@@ -41,7 +41,33 @@ def check_graph(steps: tuple[StepSpec, ...]) -> tuple[Levels, dict[str, frozense
     levels, ancestors = _layers(steps)
     for index, step in enumerate(steps):
         _check_references(index, step, ancestors[step.id], index_of)
+        if step.type == "condition":
+            _check_branches(index, step, steps, ancestors, index_of)
     return levels, ancestors
+
+
+def _check_branches(
+    index: int, step: StepSpec, steps: tuple[StepSpec, ...], ancestors: Mapping[str, frozenset[str]],
+    index_of: Mapping[str, int],
+) -> None:
+    """A ``condition`` step's ``then``/``else`` name steps that depend on it (directly or not), so each
+    branch starts only once the condition has decided."""
+    for branch in ("then", "else"):
+        ids = step.config.get(branch, [])
+        if not isinstance(ids, list):
+            continue  # the connector's own validation names the bad shape
+        for position, target in enumerate(ids):
+            where = sub(index, "config", branch, position)
+            if not isinstance(target, str):
+                continue
+            if target not in index_of:
+                raise Problem(where, f"unknown step {target!r}")
+            if step.id not in ancestors[target]:
+                raise Problem(
+                    where,
+                    f"step {target!r} must depend on condition step {step.id!r} (add it to depends_on), "
+                    "so it starts after the condition decides",
+                )
 
 
 def _raise_on_cycle(steps: tuple[StepSpec, ...], index_of: dict[str, int]) -> None:
