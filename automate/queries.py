@@ -237,12 +237,12 @@ FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(actor text, action text, resource 
 
 # Resuming: the runs already recorded for these events and the steps they completed.
 RUNS_FOR_EVENTS = """
-SELECT id, event_id, workflow_version_id, status, trace_id FROM automate_execution_run
+SELECT id, event_id, workflow_version_id, status, trace_id, error FROM automate_execution_run
 WHERE event_id = ANY(%(event_ids)s)
 """
 
 RUNS_BY_ID = """
-SELECT id, event_id, workflow_version_id, status, trace_id FROM automate_execution_run
+SELECT id, event_id, workflow_version_id, status, trace_id, error FROM automate_execution_run
 WHERE id = ANY(%(ids)s)
 """
 

@@ -145,7 +145,7 @@ class InMemoryStore:
         return entry[0] if entry else None
 
     def _run_tuple(self, run: dict[str, Any]) -> tuple[Any, ...]:
-        return (run["id"], run["event_id"], run["version_id"], run["status"], run["trace_id"])
+        return (run["id"], run["event_id"], run["version_id"], run["status"], run["trace_id"], run["error"])
 
     async def runs_for_events(self, event_ids: Sequence[str]) -> list[tuple[Any, ...]]:
         wanted = set(event_ids)

@@ -131,7 +131,7 @@ class Executor:
                 version = await self.workflows.get(row[2])
                 if version is None:
                     raise AutomateError(f"job {job.id}: workflow version {row[2]} of run {row[0]} does not exist")
-                runs.append(self._run(job, version, row[0], row[3], row[4]))
+                runs.append(self._run(job, version, row[0], row[3], row[4], row[5]))
             await self._load_progress(runs)
             return runs
         matched = await self.workflows.match(event.type, {"event": self._event_dict(job)})
@@ -141,15 +141,17 @@ class Executor:
         rows = await self.store.runs_by_id([job.run_id]) if job.run_id else []
         if not rows:
             raise AutomateError(f"job {job.id}: run {job.run_id} does not exist")
-        run_id, _event_id, version_id, status, trace_id = rows[0]
+        run_id, _event_id, version_id, status, trace_id, error = rows[0]
         version = await self.workflows.get(version_id)
         if version is None:
             raise AutomateError(f"job {job.id}: workflow version {version_id} does not exist")
-        run = self._run(job, version, run_id, status, trace_id)
+        run = self._run(job, version, run_id, status, trace_id, error)
         await self._load_progress([run])
         return [run]
 
-    def _run(self, job: ClaimedJob, version: VersionEntry, run_id: Any, status: str, trace_id: str) -> RunState:
+    def _run(
+        self, job: ClaimedJob, version: VersionEntry, run_id: Any, status: str, trace_id: str, error: str = ""
+    ) -> RunState:
         row = RunRow(
             id=run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id)),
             version_id=version.id,
@@ -158,6 +160,7 @@ class Executor:
             token=job.token,
             status=status,
             trace_id=trace_id,
+            error=error or "",
         )
         return RunState(row, version, job)
 
@@ -234,7 +237,8 @@ class Executor:
 
     @staticmethod
     def _raise_recorded(row: RunRow) -> None:
-        raise StepFailed("*", f"run {row.id} already {row.status}")
+        """A resumed job whose run had already ended FAILED (or CANCELLED): the job ends with its cause."""
+        raise StepFailed("*", f"run {row.id} already {row.status}" + (f": {row.error}" if row.error else ""))
 
     def _finish_run(self, row: RunRow, status: str, ctx: dict[str, Any], redactor: Redactor, error: str) -> None:
         row.status, row.finished_at = status, now()

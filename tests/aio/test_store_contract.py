@@ -260,7 +260,7 @@ def test_a_dead_lettered_job_fails_its_open_runs(seed):
 
     recovered, [run_row] = run(seed, go)
     assert recovered == [(job_id, "FAILED")]
-    assert run_row[3] == "FAILED"
+    assert run_row[3] == "FAILED" and "lease expired" in run_row[5]  # the run says why, as the job does
 
 
 def test_finishing_a_job_failed_fails_its_open_runs_but_keeps_ended_ones(seed):
