@@ -277,3 +277,112 @@ DROP FUNCTION IF EXISTS automate_notify_outbox();
 NOTIFY_TRIGGER_INSTALLED = """
 SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'automate_outbox_notify' AND NOT tgisinternal)
 """
+
+# ---------------------------------------------------------------------------------------------------
+# Signed webhooks (automate.webhooks.views): two copies of one delivery queue on this transaction-scoped
+# lock, so the second sees the first's committed event and is refused as a duplicate.
+
+WEBHOOK_DELIVERY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))"
+
+# ---------------------------------------------------------------------------------------------------
+# Retention (manage.py automate_prune, automate.retention). The unit is an event with everything that
+# hangs off it: its jobs, its runs and their step runs. It is deleted once all of it finished before the
+# cutoff (jobs COMPLETED/FAILED, runs SUCCEEDED/FAILED/CANCELLED). Each batch is one short transaction:
+# PRUNE_EVENT_BATCH locks up to %(limit)s candidate events (SKIP LOCKED: a row someone is inserting a job
+# or run for is skipped; an insert that comes later waits for the batch and then fails its foreign key),
+# the PRUNE_LOCK_* statements lock their jobs and runs and re-read their status after any wait, and
+# PRUNE_DELETE_EVENTS deletes in foreign-key order (step runs, jobs, runs, events).
+
+# A batch waits at most this long for a row lock; then it gives up (and is tried again).
+PRUNE_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '2s'"
+
+_PRUNE_EVENT_DONE = """
+    e.created_at < %(cutoff)s
+    AND NOT EXISTS (SELECT 1 FROM automate_outbox_job j WHERE j.event_id = e.id
+                    AND (j.status NOT IN ('COMPLETED', 'FAILED') OR j.finished_at IS NULL
+                         OR j.finished_at >= %(cutoff)s))
+    AND NOT EXISTS (SELECT 1 FROM automate_execution_run r WHERE r.event_id = e.id
+                    AND (r.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
+                         OR coalesce(r.finished_at, r.created_at) >= %(cutoff)s))
+"""
+
+PRUNE_EVENT_BATCH = (
+    """
+SELECT e.id FROM automate_event e
+WHERE NOT (e.id = ANY(%(skip)s::uuid[])) AND"""
+    + _PRUNE_EVENT_DONE
+    + """
+LIMIT %(limit)s
+FOR UPDATE OF e SKIP LOCKED
+"""
+)
+
+PRUNE_LOCK_JOBS = """
+SELECT event_id, status IN ('COMPLETED', 'FAILED') AND finished_at < %(cutoff)s FROM automate_outbox_job
+WHERE event_id = ANY(%(ids)s::uuid[])
+ORDER BY id
+FOR UPDATE
+"""
+
+PRUNE_LOCK_RUNS = """
+SELECT event_id, status IN ('SUCCEEDED', 'FAILED', 'CANCELLED') AND coalesce(finished_at, created_at) < %(cutoff)s
+FROM automate_execution_run
+WHERE event_id = ANY(%(ids)s::uuid[])
+ORDER BY id
+FOR UPDATE
+"""
+
+PRUNE_DELETE_EVENTS = """
+WITH steps AS (
+    DELETE FROM automate_step_run s USING automate_execution_run r
+    WHERE s.run_id = r.id AND r.event_id = ANY(%(ids)s::uuid[])
+    RETURNING 1
+), jobs AS (
+    DELETE FROM automate_outbox_job WHERE event_id = ANY(%(ids)s::uuid[])
+    RETURNING 1
+), runs AS (
+    DELETE FROM automate_execution_run WHERE event_id = ANY(%(ids)s::uuid[])
+    RETURNING 1
+), events AS (
+    DELETE FROM automate_event WHERE id = ANY(%(ids)s::uuid[])
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM steps), (SELECT count(*) FROM runs), (SELECT count(*) FROM jobs),
+       (SELECT count(*) FROM events)
+"""
+
+# Jobs that belong to no event (Django tasks), finished before the cutoff.
+PRUNE_DETACHED_JOBS = """
+DELETE FROM automate_outbox_job WHERE id = ANY(ARRAY(
+    SELECT id FROM automate_outbox_job
+    WHERE event_id IS NULL AND run_id IS NULL AND status IN ('COMPLETED', 'FAILED')
+      AND finished_at < %(cutoff)s
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+))
+"""
+
+PRUNE_AUDIT_BATCH = """
+DELETE FROM automate_audit_log WHERE id = ANY(ARRAY(
+    SELECT id FROM automate_audit_log WHERE created_at < %(cutoff)s ORDER BY id LIMIT %(limit)s
+))
+"""
+
+# --dry-run: what the batches would delete now.
+PRUNE_COUNT = (
+    """
+WITH ev AS (SELECT e.id FROM automate_event e WHERE"""
+    + _PRUNE_EVENT_DONE
+    + """)
+SELECT
+    (SELECT count(*) FROM automate_step_run s JOIN automate_execution_run r ON r.id = s.run_id
+     WHERE r.event_id IN (SELECT id FROM ev)),
+    (SELECT count(*) FROM automate_execution_run WHERE event_id IN (SELECT id FROM ev)),
+    (SELECT count(*) FROM automate_outbox_job WHERE event_id IN (SELECT id FROM ev))
+      + (SELECT count(*) FROM automate_outbox_job WHERE event_id IS NULL AND run_id IS NULL
+         AND status IN ('COMPLETED', 'FAILED') AND finished_at < %(cutoff)s),
+    (SELECT count(*) FROM ev)
+"""
+)
+
+PRUNE_AUDIT_COUNT = "SELECT count(*) FROM automate_audit_log WHERE created_at < %(audit_cutoff)s"
