@@ -195,9 +195,9 @@ def _stored_form(field: models.Field, value: Any) -> Any:
 
 def _values(reg: ModelEvents, source: Any) -> dict[str, Any]:
     get = source.get if isinstance(source, dict) else lambda name: getattr(source, name)
-    fields = reg.model._meta
+    opts = reg.model._meta
     return {
-        name: _jsonable(_stored_form(fields.get_field(name), get(attname)))
+        name: _jsonable(_stored_form(opts.get_field(attname), get(attname)))  # type: ignore[arg-type]
         for name, attname in zip(reg.fields, reg.attnames, strict=True)
     }
 
