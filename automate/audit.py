@@ -28,6 +28,7 @@ ACTIONS = frozenset({
     "policy.budget_denied",
     "secret.used",
     "secret.created",
+    "secret.updated",
     "secret.deleted",
     "webhook.rejected",
     "run.retried",
@@ -51,8 +52,13 @@ def _checked(actor: str, action: str, resource: str) -> tuple[str, str, str]:
 
 def record(actor: str, action: str, resource: str, details: dict[str, Any] | None = None) -> Any:
     """Write one AuditLogEntry (in the caller's transaction) and return it."""
-    from automate.models import AuditLogEntry
+    from django.apps import apps
+
     from automate.secrets import redact
+
+    # Through the app registry, not ``automate.models``: the secret stores audit their writes, and they
+    # are reachable from the worker, which must not import the models (an import-linter contract).
+    AuditLogEntry = apps.get_model("automate", "AuditLogEntry")
 
     actor, action, resource = _checked(actor, action, resource)
     if details is not None and not isinstance(details, dict):

@@ -229,13 +229,48 @@ class DatabaseSecretBackend:
     async def aget(self, name: str) -> str | None:
         return await in_db_thread(self.get, name)
 
-    def set(self, name: str, value: str) -> None:
-        """Store ``value`` (encrypted) under ``name``, replacing any previous value."""
-        _secret_model().objects.update_or_create(name=name, defaults={"ciphertext": self.encrypt(value)})
+    #: set() and delete() write their own audit entries, in the transaction of the change.
+    audits_writes = True
 
-    def delete(self, name: str) -> bool:
-        """Delete the secret; ``True`` when there was one."""
-        deleted, _ = _secret_model().objects.filter(name=name).delete()
+    def set(self, name: str, value: str, *, actor: str = "system") -> str:
+        """Store ``value`` (encrypted) under ``name``, replacing any previous value.
+
+        Returns ``"created"``, ``"updated"`` or ``"unchanged"`` (the same value: nothing is written). A
+        change is audited (``secret.created`` / ``secret.updated``, by name only) in its transaction.
+        """
+        from django.db import transaction
+
+        from automate import audit
+
+        model = _secret_model()
+        with transaction.atomic(using=router.db_for_write(model)):
+            secret, created = model.objects.select_for_update().get_or_create(
+                name=name, defaults={"ciphertext": self.encrypt(value)}
+            )
+            if not created:
+                try:
+                    unchanged = self.decrypt(name, secret.ciphertext) == value
+                except SecretDecryptionError:
+                    unchanged = False  # unreadable with the current keys: overwritten
+                if unchanged:
+                    return "unchanged"
+                secret.ciphertext = self.encrypt(value)
+                secret.save(update_fields=["ciphertext", "updated_at"])
+            status = "created" if created else "updated"
+            audit.record(actor, f"secret.{status}", f"secret:{name}", {"backend": "db"})
+        return status
+
+    def delete(self, name: str, *, actor: str = "system") -> bool:
+        """Delete the secret; ``True`` when there was one (audited as ``secret.deleted``, by name)."""
+        from django.db import transaction
+
+        from automate import audit
+
+        model = _secret_model()
+        with transaction.atomic(using=router.db_for_write(model)):
+            deleted, _ = model.objects.filter(name=name).delete()
+            if deleted:
+                audit.record(actor, "secret.deleted", f"secret:{name}", {"backend": "db"})
         return deleted > 0
 
     def rotate(self) -> int:

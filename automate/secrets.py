@@ -160,17 +160,47 @@ def _store() -> Any:
     return backend
 
 
-def set_secret(name: str, value: str) -> None:
-    """Store ``value`` under ``name`` through the configured backend (``db``: encrypted, upserted)."""
+def set_secret(name: str, value: str, *, actor: str = "system") -> str:
+    """Store ``value`` under ``name`` through the configured backend (``db``: encrypted, upserted).
+
+    Returns ``"created"``, ``"updated"`` or ``"unchanged"``. A change is audited as ``secret.created`` or
+    ``secret.updated`` by ``actor``, with the name only, never the value.
+    """
     name = parse_ref(name)
     if not isinstance(value, str):
         raise TypeError(f"a secret value is a str, not {type(value).__name__}")
-    _store().set(name, value)
+    backend = _store()
+    if getattr(backend, "audits_writes", False):  # the db backend: audited in the write's transaction
+        return str(backend.set(name, value, actor=actor))
+    from django.db import transaction
+
+    from automate import audit
+
+    previous = backend.get(name)
+    if previous == value:
+        return "unchanged"
+    status = "created" if previous is None else "updated"
+    with transaction.atomic():  # the entry is rolled back if the backend refuses the write
+        audit.record(actor, f"secret.{status}", f"secret:{name}", {"backend": type(backend).__qualname__})
+        backend.set(name, value)
+    return status
 
 
-def delete_secret(name: str) -> bool:
-    """Delete a stored secret; ``True`` when there was one."""
-    return bool(_store().delete(parse_ref(name)))
+def delete_secret(name: str, *, actor: str = "system") -> bool:
+    """Delete a stored secret; ``True`` when there was one (audited as ``secret.deleted`` by ``actor``)."""
+    name = parse_ref(name)
+    backend = _store()
+    if getattr(backend, "audits_writes", False):
+        return bool(backend.delete(name, actor=actor))
+    from django.db import transaction
+
+    from automate import audit
+
+    with transaction.atomic():
+        deleted = bool(backend.delete(name))
+        if deleted:
+            audit.record(actor, "secret.deleted", f"secret:{name}", {"backend": type(backend).__qualname__})
+    return deleted
 
 
 # -- redaction --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from .connectors import get_connector
 from .core.errors import SpecError
 from .core.specs import StepsSpec, TriggerSpec, parse_steps, parse_trigger_spec
 
-__all__ = ["notify_workflows_changed", "publish", "validate_version"]
+__all__ = ["notify_workflows_changed", "publish", "set_enabled", "validate_version"]
 
 
 def validate_version(trigger_spec: Any, steps: Any) -> tuple[TriggerSpec, StepsSpec]:
@@ -67,8 +67,14 @@ def publish(
     name: str | None = None,
     created_by: str = "",
     enabled: bool = True,
+    actor: str | None = None,
 ) -> Any:
-    """Create (or update) workflow ``slug`` with a new, validated version; return the WorkflowVersion."""
+    """Create (or update) workflow ``slug`` with a new, validated version; return the WorkflowVersion.
+
+    A new version is audited (``workflow.published``) by ``actor`` (else ``created_by``, else
+    ``"system"``) in the same transaction; publishing an unchanged spec creates and audits nothing.
+    """
+    from . import audit
     from .models import Workflow, WorkflowVersion
 
     trigger, parsed = validate_version(trigger_spec, steps)
@@ -92,4 +98,42 @@ def publish(
             created_by=created_by,
         )
         version.save()
+        changed = [] if current is None else [
+            part
+            for part, before, after in (
+                ("trigger_spec", current.trigger_spec, trigger_json),
+                ("steps", current.steps, steps_json),
+            )
+            if before != after
+        ]
+        audit.record(actor or created_by or audit.SYSTEM_ACTOR, "workflow.published", f"workflow:{slug}", {
+            "workflow_id": workflow.pk,
+            "version_id": version.pk,
+            "version_num": version.version_num,
+            "previous_version_num": None if current is None else current.version_num,
+            "changed": changed,
+        })
     return version
+
+
+def set_enabled(slug: str, enabled: bool, *, actor: str = "system") -> Any:
+    """Turn workflow ``slug`` on or off and return it. A change is audited (``workflow.enabled`` /
+    ``workflow.disabled``) by ``actor`` in the same transaction; setting the current value does nothing.
+
+    A plain ``workflow.save()`` that flips ``enabled`` is audited too (as ``"system"``); a queryset
+    ``update()`` bypasses the models' signals and is not.
+    """
+    from .models import Workflow
+
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, not {type(enabled).__name__}")
+    with transaction.atomic():
+        workflow = Workflow.objects.select_for_update().get(slug=slug)
+        if workflow.enabled != enabled:
+            workflow.enabled = enabled
+            workflow.audit_actor = actor  # read by the post_save hook (automate.models.workflows)
+            try:
+                workflow.save(update_fields=["enabled", "updated_at"])
+            finally:
+                workflow.audit_actor = None
+    return workflow

@@ -79,11 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
+    from django.core.exceptions import ImproperlyConfigured
+
+    from automate.connectors import load_connectors
+
     from .worker import Worker
 
     try:
+        load_connectors()  # the users' connectors (CONNECTORS, entry points): a bad one stops us here
         cfg = build_config(args)
-    except ValueError as exc:
+    except (ValueError, ImproperlyConfigured) as exc:
         print(f"automate-aio-worker: {exc}", file=sys.stderr)
         return 2
     host = cfg.conninfo.split("host=")[-1].split()[0] if "host=" in cfg.conninfo else "local"

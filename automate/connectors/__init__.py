@@ -2,13 +2,15 @@
 
 from .base import Connector, PermanentStepError, StepContext, TransientStepError, Wait, classify_failure
 from .builtin import PythonConnector, TransformConnector
+from .email import EmailConnector
 from .flow import ConditionConnector, DelayConnector
-from .registry import get_connector, register, registered_codes
+from .registry import clear_loaded, get_connector, load_connectors, register, registered_codes
 
 register(PythonConnector())
 register(TransformConnector())
 register(ConditionConnector())
 register(DelayConnector())
+register(EmailConnector())
 
 __all__ = [
     "Connector",
@@ -17,7 +19,9 @@ __all__ = [
     "TransientStepError",
     "Wait",
     "classify_failure",
+    "clear_loaded",
     "get_connector",
+    "load_connectors",
     "register",
     "registered_codes",
 ]

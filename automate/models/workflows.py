@@ -15,6 +15,10 @@ class Workflow(models.Model):
     created_at = models.DateTimeField(db_default=Now(), editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Not a field: who a save() that turns the workflow on or off is audited as (else "system"), for
+    # paths that save the model themselves (an admin action). automate.workflows.set_enabled sets it.
+    audit_actor: str | None = None
+
     class Meta:
         db_table = "automate_workflow"
 
@@ -47,6 +51,34 @@ class WorkflowVersion(ImmutableModel):
 
         validate_version(self.trigger_spec, self.steps)
         super().save(*args, **kwargs)
+
+
+def _remember_enabled(sender: Any, instance: Workflow, raw: bool = False, **kwargs: Any) -> None:
+    # The stored value, to tell in post_save whether this save turned the workflow on or off.
+    instance._enabled_was = None  # type: ignore[attr-defined]
+    update_fields = kwargs.get("update_fields")
+    if raw or instance.pk is None or (update_fields is not None and "enabled" not in update_fields):
+        return
+    using = kwargs.get("using") or "default"
+    instance._enabled_was = (  # type: ignore[attr-defined]
+        Workflow.objects.using(using).filter(pk=instance.pk).values_list("enabled", flat=True).first()
+    )
+
+
+def _audit_enabled(sender: Any, instance: Workflow, created: bool = False, **kwargs: Any) -> None:
+    was = getattr(instance, "_enabled_was", None)
+    if created or was is None or was == instance.enabled:
+        return
+    from automate import audit
+
+    actor = audit.SYSTEM_ACTOR if instance.audit_actor is None else instance.audit_actor
+    action = "workflow.enabled" if instance.enabled else "workflow.disabled"
+    audit.record(actor, action, f"workflow:{instance.slug}", {"workflow_id": instance.pk, "enabled": instance.enabled})
+    instance._enabled_was = instance.enabled  # type: ignore[attr-defined]
+
+
+models.signals.pre_save.connect(_remember_enabled, sender=Workflow, dispatch_uid="automate-Workflow-enabled-was")
+models.signals.post_save.connect(_audit_enabled, sender=Workflow, dispatch_uid="automate-Workflow-enabled-audit")
 
 
 def _changed(sender: Any, **kwargs: Any) -> None:
