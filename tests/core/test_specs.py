@@ -472,3 +472,22 @@ def test_workflow_errors_are_prefixed_by_their_part():
         parse_workflow({"trigger": {"event": "x"}, "extra": 1})
     with pytest.raises(SpecError, match=r"^\$: must be a JSON object$"):
         parse_workflow([])
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"output": "a\x00b"}, "steps[0].config.output: text contains a NUL character"),
+        ({"output": {"k\x00": 1}}, "steps[0].config.output: text contains a NUL character"),
+        ({"output": ["x", "\ud800"]}, "steps[0].config.output[1]: text contains a lone surrogate"),
+    ],
+)
+def test_text_postgresql_cannot_store_is_refused_with_its_path(config, message):
+    with pytest.raises(SpecError) as info:
+        parse_steps([{"id": "t", "type": "transform", "config": config}])
+    assert message in str(info.value)
+
+
+def test_a_rule_with_a_nul_is_refused_with_its_path():
+    with pytest.raises(SpecError, match=r"trigger\.rule.*NUL"):
+        parse_trigger_spec({"event": "x", "rule": {"==": [{"var": "a"}, "\x00"]}})

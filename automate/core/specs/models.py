@@ -49,6 +49,16 @@ def _validate_rule(rule: Any) -> Any:
     return rule
 
 
+def _storable_text(text: str, loc: tuple[str | int, ...]) -> None:
+    """PostgreSQL's jsonb refuses NUL (\\u0000) and text that is not UTF-8 (a lone surrogate)."""
+    if "\x00" in text:
+        raise Problem(sub(*loc), "text contains a NUL character, which PostgreSQL cannot store")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Problem(sub(*loc), "text contains a lone surrogate, which is not UTF-8") from None
+
+
 def _json_value(value: Any, loc: tuple[str | int, ...], depth: int) -> Any:
     """A deep copy of ``value`` if it is plain JSON (what JSONB stores); a located error otherwise.
 
@@ -56,7 +66,10 @@ def _json_value(value: Any, loc: tuple[str | int, ...], depth: int) -> Any:
     """
     if depth > MAX_DEPTH:
         raise Problem(sub(*loc), f"nested deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, str | bool | int):
+    if isinstance(value, str):
+        _storable_text(value, loc)
+        return value
+    if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -67,6 +80,7 @@ def _json_value(value: Any, loc: tuple[str | int, ...], depth: int) -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise Problem(sub(*loc), f"object keys must be strings, not {type(key).__name__}")
+            _storable_text(key, loc)
             out[key] = _json_value(item, (*loc, key), depth + 1)
         return out
     if isinstance(value, list | tuple):
