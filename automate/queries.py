@@ -164,6 +164,8 @@ FOR UPDATE OF j
 
 # Rows arrive as one JSON array (orjson-encoded in C) expanded by jsonb_to_recordset: sending typed arrays
 # costs psycopg a Python-level loop per element, which was the worker's largest CPU cost per job.
+# A run an operator CANCELLED (the admin) keeps that status: the worker's later RUNNING or SUCCEEDED row
+# for it is not written over it.
 UPSERT_RUNS = """
 INSERT INTO automate_execution_run (id, workflow_version_id, event_id, status, trace_id, outputs, error,
                                     created_at, started_at, finished_at)
@@ -178,6 +180,7 @@ ON CONFLICT (id) DO UPDATE
 SET status = EXCLUDED.status, trace_id = EXCLUDED.trace_id, outputs = EXCLUDED.outputs,
     error = EXCLUDED.error, started_at = coalesce(automate_execution_run.started_at, EXCLUDED.started_at),
     finished_at = EXCLUDED.finished_at
+WHERE automate_execution_run.status <> 'CANCELLED'
 """
 
 UPSERT_STEPS = """
@@ -233,6 +236,17 @@ INSERT_AUDIT = """
 INSERT INTO automate_audit_log (actor, action, resource, details, created_at)
 SELECT t.actor, t.action, t.resource, t.details, now()
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(actor text, action text, resource text, details jsonb)
+"""
+
+# Cancellation (automate.admin.operations.cancel_run): the runs CANCELLED among a worker's in-flight jobs,
+# read by its lease loop; the executor stops those runs at the next step boundary. Two index probes per job
+# (a run job's run by primary key, an event job's runs by the (event, version) unique index).
+CANCELLED_RUNS_OF_JOBS = """
+SELECT r.id FROM automate_outbox_job j JOIN automate_execution_run r ON r.id = j.run_id
+WHERE j.id = ANY(%(job_ids)s::bigint[]) AND j.kind = 'run' AND r.status = 'CANCELLED'
+UNION ALL
+SELECT r.id FROM automate_outbox_job j JOIN automate_execution_run r ON r.event_id = j.event_id
+WHERE j.id = ANY(%(job_ids)s::bigint[]) AND j.kind = 'event' AND r.status = 'CANCELLED'
 """
 
 # Resuming: the runs already recorded for these events and the steps they completed.

@@ -164,11 +164,25 @@ class InMemoryStore:
         ]
         return sorted(rows, key=lambda r: (str(r[0]), r[1], r[2]))
 
+    async def cancelled_runs(self, job_ids: Sequence[int]) -> set[Any]:
+        out = set()
+        for job_id in job_ids:
+            j = self.jobs.get(job_id)
+            if j is None:
+                continue
+            for run in self.runs.values():
+                mine = run["id"] == _uuid(j.run_id) if j.kind == "run" else run["event_id"] == j.event_id
+                if mine and run["status"] == "CANCELLED":
+                    out.add(run["id"])
+        return out
+
     async def flush(self, worker_id: str, batch: FlushBatch) -> set[JobKey]:
         owned = self._owned(sorted(batch.job_keys()))
         for r in batch.runs.values():
             if (r.job_id, r.token) in owned:
                 existing = self.runs.get(r.id, {})
+                if existing.get("status") == "CANCELLED":  # as UPSERT_RUNS: an operator's cancel stays
+                    continue
                 self.runs[r.id] = {
                     "id": r.id, "version_id": r.version_id, "event_id": r.event_id, "status": r.status,
                     "trace_id": r.trace_id, "outputs": r.outputs, "error": r.error,

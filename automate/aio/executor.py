@@ -40,9 +40,13 @@ from .steps import Park, Prior, RunSecrets, RunState, StepFailed, StepRunner, no
 from .store import ClaimedJob, JobStore, RunRow
 from .tracing import parent_context, trace_id_hex
 
-__all__ = ["Executor"]
+__all__ = ["Executor", "RunCancelled"]
 
 log = logging.getLogger(__name__)
+
+
+class RunCancelled(Exception):  # control flow: an operator cancelled the run (automate.admin)
+    pass
 
 class Executor:
     def __init__(
@@ -65,6 +69,9 @@ class Executor:
         self.steps = StepRunner(cfg, recorder, semaphore, traced=self.traced)
         # Called with the delay of every park, so the worker can wake itself when a job is due again.
         self.on_park: Callable[[float], None] | None = None
+        # Runs an operator cancelled, among this worker's in-flight jobs (set by the worker's lease loop):
+        # checked before each step, so a cancelled run stops at its next step boundary.
+        self.cancelled: set[uuid.UUID] = set()
 
     # -- a job ---------------------------------------------------------------------------------------
     async def process(self, job: ClaimedJob) -> bool:
@@ -182,8 +189,8 @@ class Executor:
     # -- a run ---------------------------------------------------------------------------------------
     async def _execute(self, job: ClaimedJob, run: RunState) -> None:
         row = run.row
-        if row.status in ("SUCCEEDED", "FAILED", "CANCELLED"):
-            return None if row.status == "SUCCEEDED" else self._raise_recorded(row)
+        if row.status in ("SUCCEEDED", "FAILED", "CANCELLED"):  # a cancelled run ends its job COMPLETED
+            return None if row.status != "FAILED" else self._raise_recorded(row)
         version = run.version
         event = job.event
         span_cm: Any = contextlib.nullcontext(None)
@@ -222,7 +229,12 @@ class Executor:
                 redactor = await self._run_steps(job, run, ctx)
             except Park:
                 raise
+            except RunCancelled:
+                log.info("automate.run.cancelled", extra={"run_id": str(row.id)})
+                return None  # the database says CANCELLED (UPSERT_RUNS keeps it); the job completes
             except StepFailed as exc:
+                if row.id in self.cancelled:
+                    return None
                 self._finish_run(row, "FAILED", ctx, redactor, str(exc))
                 tracing.record_failure(span, str(exc))
                 raise
@@ -252,10 +264,11 @@ class Executor:
         steps = run.version.steps.root
         secrets = RunSecrets(self.base_redactor)
         if len(steps) == 1:
+            self._check_cancelled(run)
             await self.steps.run(run, steps[0], ctx, secrets)
             return secrets.redactor
         done: dict[str, asyncio.Future[bool]] = {s.id: asyncio.get_running_loop().create_future() for s in steps}
-        problems: list[StepFailed | Park] = []
+        problems: list[StepFailed | Park | RunCancelled] = []
         # Steps a condition did not take, and steps all of whose dependencies were skipped that way.
         branch_skipped: set[str] = set()
 
@@ -269,11 +282,12 @@ class Executor:
                     branch_skipped.add(step.id)
                     self.steps.skip(run, step, ctx)
                 else:
+                    self._check_cancelled(run)
                     await self.steps.run(run, step, ctx, secrets)
                     if step.type == "condition" and ctx["steps"][step.id]["status"] == "SUCCEEDED":
                         branch_skipped.update(not_taken(step.config, ctx["steps"][step.id]["output"]))
                 ok = True
-            except (StepFailed, Park) as exc:
+            except (StepFailed, Park, RunCancelled) as exc:
                 problems.append(exc)  # independent branches go on; the run ends failed (or parked)
             except Exception as exc:  # a bug: this step fails, the TaskGroup (and the worker) go on
                 problems.append(StepFailed(step.id, error_text(exc, secrets.redactor)))
@@ -284,9 +298,15 @@ class Executor:
         async with asyncio.TaskGroup() as tg:
             for step in steps:
                 tg.create_task(one(step), name=f"step {step.id}")
+        if any(isinstance(p, RunCancelled) for p in problems):
+            raise RunCancelled
         failures = [p for p in problems if isinstance(p, StepFailed)]
         if failures:
             raise failures[0]
         if problems:
             raise min((p for p in problems if isinstance(p, Park)), key=lambda p: p.delay)
         return secrets.redactor
+
+    def _check_cancelled(self, run: RunState) -> None:
+        if run.row.id in self.cancelled:
+            raise RunCancelled

@@ -167,6 +167,7 @@ class JobStore(Protocol):
     async def runs_for_events(self, event_ids: Sequence[str]) -> list[tuple[Any, ...]]: ...
     async def runs_by_id(self, run_ids: Sequence[str]) -> list[tuple[Any, ...]]: ...
     async def step_progress(self, run_ids: Sequence[Any]) -> list[tuple[Any, ...]]: ...
+    async def cancelled_runs(self, job_ids: Sequence[int]) -> set[uuid.UUID]: ...
     async def flush(self, worker_id: str, batch: FlushBatch) -> set[JobKey]: ...
 
 
@@ -291,6 +292,12 @@ class PgStore:
 
     async def step_progress(self, run_ids: Sequence[Any]) -> list[tuple[Any, ...]]:
         return await self._rows(queries.STEP_PROGRESS, {"run_ids": list(run_ids)})
+
+    async def cancelled_runs(self, job_ids: Sequence[int]) -> set[uuid.UUID]:
+        """The runs an operator CANCELLED among these jobs' runs (the worker's lease loop asks)."""
+        if not job_ids:
+            return set()
+        return {r[0] for r in await self._rows(queries.CANCELLED_RUNS_OF_JOBS, {"job_ids": list(job_ids)})}
 
     async def flush(self, worker_id: str, batch: FlushBatch) -> set[JobKey]:
         """Write one group commit; return the claims (job id, token) that still owned their jobs.

@@ -301,6 +301,10 @@ class Worker:
             lost = {k for k in keys if k not in kept}
             if lost:
                 self._lost(lost)
+            try:  # runs an operator cancelled (the admin): the executor stops them at their next step
+                self.executor.cancelled = await self.store.cancelled_runs([k[0] for k in keys if k not in lost])
+            except _DB_ERRORS as exc:
+                log.warning("automate.cancel_check.failed", extra={"error": str(exc)})
 
     async def _reaper_loop(self) -> None:
         interval = max(min(self.cfg.lease_seconds / 2, self.cfg.poll_interval), 0.05)
