@@ -42,4 +42,6 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DJANGO_AUTOMATE = {
     "EXECUTION": {"timeout_seconds": 30, "max_retries": 3, "batch_size": 50},
     "POLICY": {"connector_allowlist": ["python", "transform"], "python_allowlist": ["demo.steps.*"]},
+    # POST automate/webhooks/shop/, signed with $AUTOMATE_SHOP_WEBHOOK (the env secrets backend).
+    "WEBHOOKS": {"sources": {"shop": {"secret": "$secret:SHOP_WEBHOOK", "event_type": "shop.webhook"}}},
 }
