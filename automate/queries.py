@@ -400,3 +400,75 @@ SELECT
 )
 
 PRUNE_AUDIT_COUNT = "SELECT count(*) FROM automate_audit_log WHERE created_at < %(audit_cutoff)s"
+
+# ---------------------------------------------------------------------------------------------------
+# LLM daily budget (POLICY.llm_budget_daily), automate.connectors.llm.budget. Money is numeric(12,6) USD.
+# One row per UTC day in automate_llm_spend (spent: settled calls; reserved: calls in flight), and one
+# automate_llm_reservation row per call in flight. Every change of a spend row is one statement, so a row
+# lock serialises concurrent callers and each re-checks the cap against the latest row (never a
+# read-then-write). Lock order is always reservation rows, then the spend row: no deadlock. Expiry uses
+# statement_timestamp(), not now(): a caller's own transaction must not freeze its clock.
+
+# Releases the reservations of dead callers: past expires_at, and whose job is no longer CLAIMED under the
+# token it had (its worker crashed and the lease was recovered, or the job ended). SKIP LOCKED: a
+# reservation being settled or swept by someone else is theirs.
+SWEEP_LLM_RESERVATIONS = """
+WITH stale AS (
+    SELECT r.id FROM automate_llm_reservation r
+    WHERE r.expires_at < statement_timestamp()
+      AND NOT EXISTS (
+          SELECT 1 FROM automate_outbox_job j
+          WHERE j.id = r.job_id AND j.claim_token = r.claim_token AND j.status = 'CLAIMED'
+      )
+    ORDER BY r.id
+    LIMIT 1000
+    FOR UPDATE OF r SKIP LOCKED
+), gone AS (
+    DELETE FROM automate_llm_reservation r USING stale WHERE r.id = stale.id
+    RETURNING r.day, r.amount
+), by_day AS (
+    SELECT day, sum(amount) AS amount, count(*) AS n FROM gone GROUP BY day
+)
+UPDATE automate_llm_spend s SET reserved = s.reserved - d.amount
+FROM by_day d WHERE s.day = d.day
+RETURNING s.day, d.n, d.amount
+"""
+
+# Reserves an upper bound of a call's cost, if it fits under the cap: creates the day's row or adds to it
+# in one statement (INSERT ... ON CONFLICT DO UPDATE ... WHERE spent + reserved + amount <= cap), and
+# records the reservation with the job (and claim token) that runs the event, found by the event id. No
+# row returned: the call does not fit.
+RESERVE_LLM_BUDGET = """
+WITH job AS (
+    SELECT id, claim_token FROM automate_outbox_job
+    WHERE event_id = %(event_id)s::uuid AND status = 'CLAIMED'
+    ORDER BY claim_token DESC
+    LIMIT 1
+), spend AS (
+    INSERT INTO automate_llm_spend AS s (day, spent, reserved)
+    SELECT %(day)s::date, 0, %(amount)s::numeric WHERE %(amount)s::numeric <= %(cap)s::numeric
+    ON CONFLICT (day) DO UPDATE SET reserved = s.reserved + EXCLUDED.reserved
+    WHERE s.spent + s.reserved + EXCLUDED.reserved <= %(cap)s::numeric
+    RETURNING s.day
+)
+INSERT INTO automate_llm_reservation (day, amount, job_id, claim_token, expires_at, created_at)
+SELECT spend.day, %(amount)s::numeric, (SELECT id FROM job), (SELECT claim_token FROM job),
+       statement_timestamp() + make_interval(secs => %(hold_seconds)s), now()
+FROM spend
+RETURNING id
+"""
+
+# Settles (actual = the cost from the response's usage) or releases (actual = 0) a reservation: reserved
+# -= its amount if it was still held (the sweep may have released it), spent += actual, in one statement.
+# Returns whether the reservation was still held.
+SETTLE_LLM_RESERVATION = """
+WITH gone AS (
+    DELETE FROM automate_llm_reservation WHERE id = %(id)s RETURNING amount
+)
+UPDATE automate_llm_spend
+SET reserved = reserved - coalesce((SELECT amount FROM gone), 0), spent = spent + %(actual)s::numeric
+WHERE day = %(day)s::date
+RETURNING EXISTS (SELECT 1 FROM gone)
+"""
+
+LLM_SPEND_FOR_DAY = "SELECT spent, reserved FROM automate_llm_spend WHERE day = %(day)s::date"

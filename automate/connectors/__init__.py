@@ -4,6 +4,7 @@ from .base import Connector, PermanentStepError, StepContext, TransientStepError
 from .builtin import PythonConnector, TransformConnector
 from .email import EmailConnector
 from .flow import ConditionConnector, DelayConnector
+from .llm import LlmConnector
 from .registry import clear_loaded, get_connector, load_connectors, register, registered_codes
 
 register(PythonConnector())
@@ -11,6 +12,7 @@ register(TransformConnector())
 register(ConditionConnector())
 register(DelayConnector())
 register(EmailConnector())
+register(LlmConnector())
 
 __all__ = [
     "Connector",

@@ -2,6 +2,7 @@
 
 from .audit import AuditLogEntry
 from .events import Event
+from .llm import LlmReservation, LlmSpend
 from .outbox import OutboxJob
 from .runs import ExecutionRun, RunStatus, StepRun, StepStatus
 from .secrets import Secret
@@ -11,6 +12,8 @@ __all__ = [
     "AuditLogEntry",
     "Event",
     "ExecutionRun",
+    "LlmReservation",
+    "LlmSpend",
     "OutboxJob",
     "RunStatus",
     "Secret",
