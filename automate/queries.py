@@ -67,6 +67,19 @@ SELECT 'run', 'PENDING', 0, run.event_id, run.id, now(), 0, %(max_attempts)s FRO
 RETURNING run_id
 """
 
+# Django Tasks (automate.tasks.AutomateTaskBackend): a task is an outbox job of kind 'task' whose payload
+# holds the function's dotted path, its arguments and, once it ran, its result (``payload.result``).
+ENQUEUE_TASK = """
+INSERT INTO automate_outbox_job (kind, status, priority, payload, available_at, attempts, max_attempts)
+VALUES ('task', 'PENDING', %(priority)s, %(payload)s::jsonb, coalesce(%(run_after)s, now()), 0, %(max_attempts)s)
+RETURNING id, created_at
+"""
+
+TASK_RESULT = """
+SELECT id, status, payload, created_at, finished_at, attempts, worker_id, last_error
+FROM automate_outbox_job WHERE id = %(id)s AND kind = 'task'
+"""
+
 # ---------------------------------------------------------------------------------------------------
 # Worker: claims, leases, recovery.
 #
@@ -91,6 +104,29 @@ WITH claimed AS (
         WHERE status = 'PENDING' AND available_at <= now()
         ORDER BY priority DESC, id
         LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ))
+    RETURNING j.id, j.kind, j.event_id, j.run_id, j.attempts, j.max_attempts, j.payload, j.claim_token
+)
+SELECT c.id, c.kind, c.event_id, c.run_id, c.attempts, c.max_attempts, c.payload, c.claim_token,
+       e.type, e.payload, e.source, e.traceparent, e.tracestate,
+       c.kind = 'event' AND EXISTS (SELECT 1 FROM automate_execution_run r WHERE r.event_id = c.event_id)
+FROM claimed c LEFT JOIN automate_event e ON e.id = c.event_id
+"""
+
+# WORKER_MODE "synchronous" (automate.synchronous): the jobs one commit wrote, claimed by the committing
+# thread itself, by their event (emit_event, run_workflow) or their id (a task). Same columns as CLAIM_JOBS.
+CLAIM_JOBS_FOR = """
+WITH claimed AS (
+    UPDATE automate_outbox_job j
+    SET status = 'CLAIMED', worker_id = %(worker_id)s, attempts = j.attempts + 1,
+        claim_token = j.claim_token + 1,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+    WHERE j.id = ANY(ARRAY(
+        SELECT id FROM automate_outbox_job
+        WHERE status = 'PENDING' AND available_at <= now()
+          AND (event_id = ANY(%(event_ids)s::uuid[]) OR id = ANY(%(job_ids)s::bigint[]))
+        ORDER BY priority DESC, id
         FOR UPDATE SKIP LOCKED
     ))
     RETURNING j.id, j.kind, j.event_id, j.run_id, j.attempts, j.max_attempts, j.payload, j.claim_token
@@ -196,10 +232,13 @@ SET status = EXCLUDED.status, finished_at = EXCLUDED.finished_at, output = EXCLU
     error = EXCLUDED.error
 """
 
+# ``result`` (a Django task's outcome, automate.aio.tasks) is kept in the job's payload as ``payload.result``.
 FINISH_JOBS = """
 UPDATE automate_outbox_job j
-SET status = t.status, last_error = t.error, finished_at = now(), lease_expires_at = NULL
-FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(id bigint, token bigint, status text, error text)
+SET status = t.status, last_error = t.error, finished_at = now(), lease_expires_at = NULL,
+    payload = CASE WHEN t.result IS NULL THEN j.payload
+                   ELSE jsonb_set(coalesce(j.payload, '{}'::jsonb), '{result}', t.result) END
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(id bigint, token bigint, status text, error text, result jsonb)
 WHERE j.id = t.id AND j.claim_token = t.token AND j.status = 'CLAIMED'
 """
 

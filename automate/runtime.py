@@ -11,7 +11,7 @@ import psycopg
 from asgiref.sync import sync_to_async
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from . import queries
+from . import queries, synchronous
 from .conf import get_settings
 from .core.errors import AutomateError
 from .core.jsonsafe import JSONValueError, check_json
@@ -147,7 +147,9 @@ def emit_event(
         raise InvalidEventError(f"dedupe_key {dedupe_key!r} conflicts with an event being deleted")
     if not row[1]:  # dedupe_key seen before: nothing was written
         return str(row[0])
-    if settings.EVENTS.notify == "commit":
+    if synchronous.enabled():  # WORKER_MODE "synchronous": the workflows run when the caller commits
+        synchronous.run_on_commit(using, event_ids=[str(row[0])])
+    elif settings.EVENTS.notify == "commit":
         notify_on_commit(using)
     return str(row[0])
 
@@ -204,7 +206,9 @@ def run_workflow(workflow_slug: str, payload: dict[str, Any], *, using: str = DE
     with connections[using].cursor() as cursor:  # one statement: atomic without BEGIN/COMMIT
         cursor.execute(queries.START_RUN, params)
         row = cursor.fetchone()
-    if settings.EVENTS.notify == "commit":
+    if synchronous.enabled():  # WORKER_MODE "synchronous": the run runs when the caller commits
+        synchronous.run_on_commit(using, event_ids=[str(params["event_id"])])
+    elif settings.EVENTS.notify == "commit":
         notify_on_commit(using)
     assert row is not None  # the statement inserts unconditionally
     return str(row[0])

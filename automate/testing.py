@@ -200,6 +200,8 @@ class InMemoryStore:
                 if status == "FAILED":
                     self._fail_open_runs(j, error)
                 j.status, j.last_error, j.lease_expires_at = status, error, None
+                if key in batch.results:  # as FINISH_JOBS: a task's result joins its payload
+                    j.payload = {**(j.payload or {}), "result": batch.results[key]}
         for a in batch.audit:
             self.audit.append({"actor": a.actor, "action": a.action, "resource": a.resource, "details": a.details})
         for key, (delay, error, counted) in batch.parked.items():

@@ -38,6 +38,7 @@ from .outcomes import error_text
 from .recorder import Recorder
 from .steps import Park, Prior, RunSecrets, RunState, StepFailed, StepRunner, now
 from .store import ClaimedJob, JobStore, RunRow
+from .tasks import run_task
 from .tracing import parent_context, trace_id_hex
 
 __all__ = ["Executor", "RunCancelled"]
@@ -78,6 +79,8 @@ class Executor:
         """Run a claimed job to its end (or park it). Returns whether the outcome was written.
 
         Raises nothing but cancellation (and BaseExceptions that are not errors)."""
+        if job.kind == "task":  # a Django task (automate.tasks.AutomateTaskBackend)
+            return await run_task(self, job)
         try:
             runs = await self._plan(job)
         except AutomateError as exc:  # the job can never run as it is (its run or version is gone)

@@ -28,6 +28,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
@@ -113,11 +114,14 @@ class Recorder:
                     batch.runs[run_id] = run
                     del self._held_runs[run_id]
 
-    def finish(self, key: JobKey, status: str, error: str = "") -> asyncio.Future[bool]:
+    def finish(self, key: JobKey, status: str, error: str = "", result: Any = None) -> asyncio.Future[bool]:
         """Complete (COMPLETED/FAILED) a job; the future resolves True once committed, False if the
-        job's lease had been taken over (nothing of it was written)."""
+        job's lease had been taken over (nothing of it was written). ``result`` (a task's outcome, JSON)
+        is stored with it as ``payload.result``."""
         self._batch.parked.pop(key, None)
         self._batch.finished[key] = (status, error)
+        if result is not None:
+            self._batch.results[key] = result
         return self._waiter(key)
 
     def park(self, key: JobKey, delay: float, error: str, *, counted: bool = False) -> asyncio.Future[bool]:
@@ -231,6 +235,7 @@ class Recorder:
         old.finished.update(new.finished)
         old.parked.update(new.parked)
         old.audit.extend(new.audit)
+        old.results.update(new.results)
         self._batch = old
         self._dirty.set()
 

@@ -135,6 +135,7 @@ class FlushBatch:
     finished: dict[JobKey, tuple[str, str]] = field(default_factory=dict)  # -> (status, error)
     parked: dict[JobKey, tuple[float, str, bool]] = field(default_factory=dict)  # -> (delay, error, counted)
     audit: list[AuditRow] = field(default_factory=list)
+    results: dict[JobKey, Any] = field(default_factory=dict)  # a finished task's result (payload.result)
 
     def job_keys(self) -> set[JobKey]:
         keys = {(r.job_id, r.token) for r in self.runs.values()} | {(s.job_id, s.token) for s in self.steps.values()}
@@ -148,6 +149,7 @@ class FlushBatch:
             {k: v for k, v in self.finished.items() if k in keys},
             {k: v for k, v in self.parked.items() if k in keys},
             [a for a in self.audit if (a.job_id, a.token) in keys],
+            {k: v for k, v in self.results.items() if k in keys},
         )
 
     def __bool__(self) -> bool:
@@ -178,6 +180,33 @@ def _dumps(value: Any) -> str:
 
 async def _configure(conn: AsyncConnection[Any]) -> None:
     set_json_loads(orjson.loads, conn)
+
+
+def _claimed(rows: list[tuple[Any, ...]]) -> list[ClaimedJob]:
+    """Rows of CLAIM_JOBS (or CLAIM_JOBS_FOR) as ClaimedJobs, sorted by id."""
+    jobs = []
+    for row in rows:
+        jid, kind, event_id, run_id, attempts, max_attempts, payload, token = row[:8]
+        etype, epayload, src, tp, ts, has_runs = row[8:]
+        event = (
+            EventData(str(event_id), etype, epayload, src, tp, ts) if event_id is not None else None
+        )
+        jobs.append(
+            ClaimedJob(
+                jid,
+                kind,
+                str(event_id) if event_id else None,
+                str(run_id) if run_id else None,
+                attempts,
+                max_attempts,
+                payload,
+                event,
+                token,
+                bool(has_runs),
+            )
+        )
+    jobs.sort(key=lambda j: j.id)
+    return jobs
 
 
 class PgStore:
@@ -237,29 +266,15 @@ class PgStore:
         except BaseException:
             await conn.close()  # unknown state (error or cancellation mid-claim): start afresh
             raise
-        jobs = []
-        for row in rows:
-            jid, kind, event_id, run_id, attempts, max_attempts, payload, token = row[:8]
-            etype, epayload, src, tp, ts, has_runs = row[8:]
-            event = (
-                EventData(str(event_id), etype, epayload, src, tp, ts) if event_id is not None else None
-            )
-            jobs.append(
-                ClaimedJob(
-                    jid,
-                    kind,
-                    str(event_id) if event_id else None,
-                    str(run_id) if run_id else None,
-                    attempts,
-                    max_attempts,
-                    payload,
-                    event,
-                    token,
-                    bool(has_runs),
-                )
-            )
-        jobs.sort(key=lambda j: j.id)
-        return jobs
+        return _claimed(rows)
+
+    async def claim_for(
+        self, worker_id: str, lease_seconds: float, *, event_ids: Sequence[str] = (), job_ids: Sequence[int] = ()
+    ) -> list[ClaimedJob]:
+        """Claim these PENDING, due jobs only (WORKER_MODE "synchronous": the committing thread runs them)."""
+        params = {"worker_id": worker_id, "lease_seconds": lease_seconds, "job_ids": list(job_ids),
+                  "event_ids": [uuid.UUID(str(e)) for e in event_ids]}
+        return _claimed(await self._rows(queries.CLAIM_JOBS_FOR, params))
 
     async def extend_leases(self, worker_id: str, keys: Sequence[JobKey], lease_seconds: float) -> set[JobKey]:
         if not keys:
@@ -320,9 +335,10 @@ class PgStore:
             if steps:
                 await cur.execute(queries.UPSERT_STEPS, {**job_ids, "rows": _dumps(steps)})
             if batch.finished:
-                rows = _dumps(
-                    [{"id": k[0], "token": k[1], "status": st, "error": err} for k, (st, err) in batch.finished.items()]
-                )
+                rows = _dumps([
+                    {"id": k[0], "token": k[1], "status": st, "error": err, "result": batch.results.get(k)}
+                    for k, (st, err) in batch.finished.items()
+                ])
                 if any(st == "FAILED" for st, _err in batch.finished.values()):
                     await cur.execute(queries.FAIL_OPEN_RUNS, {"rows": rows})
                 await cur.execute(queries.FINISH_JOBS, {"rows": rows})

@@ -21,7 +21,14 @@ from automate.core.errors import SpecError
 
 from .base import PermanentStepError, StepContext
 
-__all__ = ["PythonConnector", "TransformConnector", "run_sync_bounded", "stuck_threads"]
+__all__ = [
+    "PythonConnector",
+    "TransformConnector",
+    "run_sync_bounded",
+    "run_sync_in_process",
+    "shutdown_process_pool",
+    "stuck_threads",
+]
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +187,121 @@ async def run_sync_bounded(fn: Callable[[], Any], label: str) -> Any:
         raise
 
 
+# -- WORKER_MODE "process": sync callables in a pool of processes ------------------------------------------
+#
+# A concurrent.futures.ProcessPoolExecutor of EXECUTION.sync_threads processes, started with "spawn" (a
+# fresh interpreter: no copy of the worker's event loop, pool or locks, as fork would give). Each child
+# runs django.setup() once, then imports the callable by its dotted path for each call: arguments and
+# results cross the process boundary pickled, so they must be JSON values (a step's rendered kwargs and
+# output are). A callable's ``ctx`` is a copy whose ``audit()`` entries are collected in the child and
+# recorded by the worker when the call returns.
+#
+# A process pool cannot cancel a call that is running: when a step times out, the step fails and the
+# call is abandoned; it goes on in its process, holding its slot (the same slots as the thread mode), until
+# it returns. The pool's processes are terminated when the worker exits (``shutdown_process_pool``, also
+# run before the interpreter joins the pool at exit), so a hung call cannot keep the worker from exiting.
+_process_pool: Any = None
+_process_lock = threading.Lock()
+
+
+def _child_init() -> None:  # in each pool process
+    import os
+
+    if os.environ.get("DJANGO_SETTINGS_MODULE"):
+        import django
+
+        django.setup()
+
+
+def _child_call(path: str, args: list[Any], kwargs: dict[str, Any], task: bool, ctx: Any) -> tuple[Any, list[Any]]:
+    audits: list[tuple[str, str, dict[str, Any]]] = []
+    if task:
+        from automate.tasks import load_task
+
+        fn = load_task(path).func
+    else:
+        fn = _load(path)[0]
+        if ctx is not None:
+            import dataclasses
+
+            kwargs["ctx"] = dataclasses.replace(ctx, auditor=lambda *entry: audits.append(entry))
+    return fn(*args, **kwargs), audits
+
+
+def _pool() -> Any:
+    global _process_pool
+    with _process_lock:
+        if _process_pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            _process_pool = ProcessPoolExecutor(
+                max_workers=get_settings().EXECUTION.sync_threads,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_child_init,
+            )
+            # Runs before concurrent.futures joins its pools at exit (threading's exit hooks run last-first).
+            register = getattr(threading, "_register_atexit", None)
+            if register is not None:
+                register(shutdown_process_pool)
+        return _process_pool
+
+
+def shutdown_process_pool() -> None:
+    """Terminate the process pool (calls still running are abandoned); the next call starts a new one."""
+    global _process_pool
+    with _process_lock:
+        pool, _process_pool = _process_pool, None
+    if pool is None:
+        return
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def run_sync_in_process(
+    path: str, args: list[Any], kwargs: dict[str, Any], *, label: str, task: bool = False, ctx: Any = None
+) -> Any:
+    """Call the callable at ``path`` (a ``@task`` when ``task``) in the process pool, holding one of the
+    loop's EXECUTION.sync_threads slots until it returns. Cancelling the caller abandons the call."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    loop = asyncio.get_running_loop()
+    slots = _thread_slots()
+    await slots.acquire()
+    plain_ctx = None
+    if ctx is not None:
+        import dataclasses
+
+        plain_ctx = dataclasses.replace(ctx, auditor=None)
+    try:
+        future = _pool().submit(_child_call, path, args, kwargs, task, plain_ctx)
+    except BaseException:
+        slots.release()
+        raise
+
+    def give_back(_: Any) -> None:  # in the pool's thread
+        with contextlib.suppress(RuntimeError):  # the loop is closed: its slots died with it
+            loop.call_soon_threadsafe(slots.release)
+
+    future.add_done_callback(give_back)
+    try:
+        value, audits = await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        if not future.cancel():
+            log.warning("automate.step.process_abandoned: %s is still running in its process", label,
+                        extra={"callable": label})
+        raise
+    except BrokenProcessPool:
+        shutdown_process_pool()  # a child died (killed, out of memory): the next call gets a new pool
+        raise
+    if ctx is not None and ctx.auditor is not None:
+        for action, resource, details in audits:
+            ctx.auditor(action, resource, details)
+    return value
+
+
 def _allowed(path: str) -> bool:
     return any(fnmatch.fnmatchcase(path, pattern) for pattern in get_settings().POLICY.python_allowlist)
 
@@ -207,7 +329,8 @@ class PythonConnector:
 
     Only paths matching ``POLICY.python_allowlist`` (fnmatch patterns such as ``"app.tasks.*"``) may be
     called; the list is empty by default. Async callables are awaited on the worker's loop; sync ones
-    run in a thread (at most ``EXECUTION.sync_threads`` at once), never on the event loop. A callable
+    run in a thread (at most ``EXECUTION.sync_threads`` at once), never on the event loop, or in a process
+    of the pool when ``WORKER_MODE`` is ``"process"``. A callable
     that declares a ``ctx`` parameter receives the ``StepContext`` (with its idempotency key).
     """
 
@@ -237,6 +360,9 @@ class PythonConnector:
             kwargs["ctx"] = ctx
         if is_async:
             return await fn(**kwargs)
+        if get_settings().WORKER_MODE == "process":
+            step_ctx = kwargs.pop("ctx", None)
+            return await run_sync_in_process(target, [], kwargs, label=target, ctx=step_ctx)
         # On timeout the step fails and the thread is abandoned, keeping its slot until it returns.
         return await run_sync_bounded(partial(fn, **kwargs), target)
 
