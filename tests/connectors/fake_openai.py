@@ -4,6 +4,7 @@
         fake.base_url                  # "http://127.0.0.1:<port>/v1"
         fake.script(500, 429)          # the next two calls answer 500, then 429; later ones succeed
         fake.calls, fake.requests      # how many calls arrived; each one's headers, body and arrival time
+        fake.gate.clear()              # hold every call (counted on arrival) until fake.gate.set()
 
 Usage is deterministic and taken from the request: ``prompt_tokens`` is the characters of every message's
 content divided by 4 (rounded up) plus 3 per message (a real tokenizer's ballpark, always under the
@@ -57,6 +58,8 @@ class FakeOpenAI:
         self.completion_tokens: int | None = None
         self.usage = True  # False: no response reports usage
         self.release = threading.Event()  # set on close: a delayed reply stops waiting
+        self.gate = threading.Event()  # cleared: every call waits (after being counted) until it is set
+        self.gate.set()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -89,6 +92,7 @@ class FakeOpenAI:
 
     def close(self) -> None:
         self.release.set()
+        self.gate.set()
         if self._thread.is_alive():
             self._server.shutdown()  # waits for serve_forever to return: only once it runs
         self._server.server_close()
@@ -114,6 +118,7 @@ class FakeOpenAI:
             self.requests.append(Request(handler.path, {k.lower(): v for k, v in handler.headers.items()}, body,
                                          time.monotonic()))
             reply = self._script.popleft() if self._script else Reply(usage=self.usage)
+        self.gate.wait()
         if reply.delay:
             self.release.wait(reply.delay)
         if not handler.path.endswith("/chat/completions") or not isinstance(body, dict):
