@@ -42,6 +42,7 @@ def test_bad_entries_are_refused_and_nothing_is_stored(args, message):
     assert not AuditLogEntry.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)  # arecord runs in another thread's connection: commit, then flush
 async def test_arecord(async_db_cleanup):
     from asgiref.sync import sync_to_async
 
