@@ -511,3 +511,18 @@ RETURNING EXISTS (SELECT 1 FROM gone)
 """
 
 LLM_SPEND_FOR_DAY = "SELECT spent, reserved FROM automate_llm_spend WHERE day = %(day)s::date"
+
+# ---------------------------------------------------------------------------------------------------
+# Metrics: read at scrape time (automate.observability.metrics.OutboxCollector, cached a few seconds), so
+# every process reports the same figures. Only unfinished jobs are read (the status index), never the
+# history: due and scheduled PENDING jobs, CLAIMED jobs, and how long the oldest due job has waited.
+
+METRICS_OUTBOX = """
+SELECT count(*) FILTER (WHERE status = 'PENDING' AND available_at <= now()),
+       count(*) FILTER (WHERE status = 'PENDING' AND available_at > now()),
+       count(*) FILTER (WHERE status = 'CLAIMED'),
+       coalesce(extract(epoch FROM now() - min(available_at)
+                FILTER (WHERE status = 'PENDING' AND available_at <= now())), 0)::float8
+FROM automate_outbox_job
+WHERE status IN ('PENDING', 'CLAIMED')
+"""

@@ -16,6 +16,7 @@ from .conf import get_settings
 from .core.errors import AutomateError
 from .core.jsonsafe import JSONValueError, check_json
 from .notify import notify_on_commit
+from .observability.tracing import sdk_installed
 from .tracing import current_trace_context
 
 __all__ = [
@@ -128,6 +129,46 @@ def emit_event(
     if source:
         _check_str("source", source, _MAX_SOURCE_LEN)
     data = _encode_payload(payload, settings.EVENTS.max_payload_bytes)
+    if sdk_installed():  # without an SDK provider, no span: this check is all that tracing costs here
+        event_id, stored = _emit_traced(type, data, dedupe_key, source, using, settings)
+    else:
+        event_id, stored = _emit(type, data, dedupe_key, source, using, settings)
+    if stored and settings.METRICS_EXPORT:
+        from .observability.metrics import event_emitted
+
+        event_emitted(type)
+    return event_id
+
+
+def _emit_traced(
+    type: str, data: bytes, dedupe_key: str | None, source: str, using: str, settings: Any
+) -> tuple[str, bool]:
+    """``_emit`` inside an ``automate.emit`` span (PRODUCER): the stored traceparent is this span's, so
+    the worker's run is its child. Exceptions are not recorded by OpenTelemetry (a database error's
+    message can quote stored values): the span's status names the exception type only."""
+    from opentelemetry import trace
+
+    from .observability.tracing import safe_attributes
+
+    tracer = trace.get_tracer("automate")
+    attributes = safe_attributes({"automate.event_type": type, "automate.source": source or None})
+    with tracer.start_as_current_span(
+        "automate.emit", kind=trace.SpanKind.PRODUCER, attributes=attributes,
+        record_exception=False, set_status_on_exception=False,
+    ) as span:
+        try:
+            event_id, stored = _emit(type, data, dedupe_key, source, using, settings)
+        except Exception as exc:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, exc.__class__.__name__))
+            raise
+        span.set_attributes({"automate.event_id": event_id, "automate.deduplicated": not stored})
+    return event_id, stored
+
+
+def _emit(
+    type: str, data: bytes, dedupe_key: str | None, source: str, using: str, settings: Any
+) -> tuple[str, bool]:
+    """Insert the event and its job: ``(event id, stored?)`` (the first event's id for a repeated key)."""
     traceparent, tracestate = current_trace_context()
     params: dict[str, Any] = {
         "id": uuid.uuid4(),
@@ -146,12 +187,12 @@ def emit_event(
     if row is None:
         raise InvalidEventError(f"dedupe_key {dedupe_key!r} conflicts with an event being deleted")
     if not row[1]:  # dedupe_key seen before: nothing was written
-        return str(row[0])
+        return str(row[0]), False
     if synchronous.enabled():  # WORKER_MODE "synchronous": the workflows run when the caller commits
         synchronous.run_on_commit(using, event_ids=[str(row[0])])
     elif settings.EVENTS.notify == "commit":
         notify_on_commit(using)
-    return str(row[0])
+    return str(row[0]), True
 
 
 async def aemit_event(

@@ -11,6 +11,8 @@ from typing import Any
 
 __all__ = ["build_config", "main"]
 
+log = logging.getLogger(__name__)
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -29,7 +31,40 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, help="shutdown grace, seconds (default EXECUTION.shutdown_grace_seconds)")
     p.add_argument("--drain", action="store_true", help="exit 0 once the outbox is empty")
     p.add_argument("--log-level", default=os.environ.get("AUTOMATE_LOG_LEVEL", "INFO"))
+    p.add_argument(
+        "--metrics-port", type=int,
+        help="serve Prometheus /metrics on this port when DJANGO_AUTOMATE.METRICS_EXPORT is true "
+        "(default 9464; 0: do not serve)",
+    )
+    p.add_argument("--metrics-addr", default="0.0.0.0", help="address for --metrics-port (default 0.0.0.0)")  # noqa: S104
     return p
+
+
+def _start_metrics(args: argparse.Namespace, conninfo: str) -> str | None:
+    """Serve /metrics if METRICS_EXPORT asks for it; an error message when it cannot."""
+    from automate.conf import get_settings
+
+    from . import metrics
+
+    export = get_settings().METRICS_EXPORT
+    port = args.metrics_port
+    if port is not None and not 0 <= port <= 65535:
+        return f"--metrics-port must be between 0 and 65535, got {port}"
+    if not export:
+        if port:
+            return f"--metrics-port {port} given, but DJANGO_AUTOMATE.METRICS_EXPORT is False: set it to True"
+        return None
+    port = 9464 if port is None else port
+    if port == 0:
+        return None
+    metrics.enable()
+    try:
+        server = metrics.serve(port, conninfo, args.metrics_addr)
+    except OSError as exc:
+        metrics.enable(False)
+        return f"--metrics-port {port}: cannot listen on {args.metrics_addr}:{port}: {exc.strerror or exc}"
+    log.info("automate.metrics.serving", extra={"addr": args.metrics_addr, "port": server.server_port})
+    return None
 
 
 def build_config(args: argparse.Namespace) -> Any:
@@ -75,11 +110,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.settings:
         os.environ["DJANGO_SETTINGS_MODULE"] = args.settings
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "automate.aio.default_settings")
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from automate.observability.tracing import TracingConfigError, configure_tracing, shutdown_tracing
+
+    try:  # before django.setup(), so the app's ready() finds this provider and leaves it
+        configure_tracing("automate-worker")
+    except TracingConfigError as exc:
+        print(f"automate-aio-worker: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _main(args)
+    finally:
+        shutdown_tracing()  # export the spans still queued
+
+
+def _main(args: argparse.Namespace) -> int:
     import django
 
     django.setup()
     from django.core.exceptions import ImproperlyConfigured
+
+    from automate.conf import get_settings
+    from automate.observability.logs import configure_logging
+
+    try:
+        configure_logging(get_settings().LOGGING_SCHEMA, level=args.log_level.upper(), logger="", stream="stdout")
+    except (ValueError, ImproperlyConfigured) as exc:
+        print(f"automate-aio-worker: {exc}", file=sys.stderr)
+        return 2
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)  # the banner and the final line are shown at any --log-level
 
     from automate.connectors import load_connectors
 
@@ -91,12 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImproperlyConfigured) as exc:
         print(f"automate-aio-worker: {exc}", file=sys.stderr)
         return 2
+    problem = _start_metrics(args, cfg.conninfo)
+    if problem:
+        print(f"automate-aio-worker: {problem}", file=sys.stderr)
+        return 2
     host = cfg.conninfo.split("host=")[-1].split()[0] if "host=" in cfg.conninfo else "local"
-    print(
+    log.info(
         f"automate-aio-worker {cfg.worker_id} db={host} concurrency={cfg.concurrency} "
         f"batch={cfg.batch_size} prefetch={cfg.prefetch_jobs} lease={cfg.lease_seconds:g}s mode={cfg.mode} "
         f"enabled={cfg.enabled} drain={cfg.drain}",
-        flush=True,
+        extra={"event_action": "automate.worker.started", "worker_id": cfg.worker_id},
     )
     try:
         import uvloop
@@ -105,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         runner = asyncio.run
     stats = runner(Worker(cfg).run(install_signals=True))
-    print(
+    log.info(
         f"automate-aio-worker {cfg.worker_id} stopped: claimed={stats.claimed} lost={stats.lost}",
-        flush=True,
+        extra={"event_action": "automate.worker.stopped", "worker_id": cfg.worker_id},
     )
     return 0
 

@@ -29,9 +29,10 @@ from automate.core.backoff import compute_delay
 from automate.core.errors import AutomateError
 from automate.core.redaction import Redactor
 from automate.core.specs import StepSpec
+from automate.observability.context import bind_run
 from automate.tracing import trace_id_of
 
-from . import tracing
+from . import metrics, tracing
 from .config import WorkerConfig
 from .matcher import VersionEntry, WorkflowCache
 from .outcomes import error_text
@@ -201,15 +202,10 @@ class Executor:
             # Exceptions are recorded by hand, redacted: OpenTelemetry's own recording would store the
             # raw message and traceback, which can carry a resolved secret.
             span_cm = tracing.tracer.start_as_current_span(
-                f"automate.run {version.slug}",
+                "automate.run",
                 context=parent_context(event.traceparent, event.tracestate) if event else None,
                 kind=SpanKind.CONSUMER,
-                attributes={
-                    "automate.run_id": str(row.id),
-                    "automate.workflow": version.slug,
-                    "automate.workflow_version": version.version_num,
-                    "automate.job_id": job.id,
-                },
+                attributes=tracing.run_attributes(str(row.id), version.slug, version.version_num, job.id),
                 record_exception=False,
                 set_status_on_exception=False,
             )
@@ -261,11 +257,13 @@ class Executor:
         # Each step's output was redacted once, when its StepRun was recorded; reuse that copy.
         row.outputs = {sid: s.get("stored") for sid, s in ctx["steps"].items()}
         self.recorder.run(row)
+        metrics.run_finished(ctx["run"]["workflow"], status)
 
     async def _run_steps(self, job: ClaimedJob, run: RunState, ctx: dict[str, Any]) -> Redactor:
         assert run.version.steps is not None
         steps = run.version.steps.root
         secrets = RunSecrets(self.base_redactor)
+        bind_run(run.row.id, run.row.trace_id, secrets)  # log lines of this run: its ids, its secrets redacted
         if len(steps) == 1:
             self._check_cancelled(run)
             await self.steps.run(run, steps[0], ctx, secrets)

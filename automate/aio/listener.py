@@ -16,6 +16,8 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
+from . import metrics
+
 __all__ = ["Listener"]
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class Listener:
                 self.connected.clear()
                 failures += 1
                 self.reconnects += 1
+                metrics.listener_reconnected()
                 # Full jitter: spread the reconnects of many workers after a database restart.
                 delay = random.uniform(0, min(self.max_backoff, 0.05 * 2**failures))
                 log.warning(

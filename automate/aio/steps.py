@@ -25,7 +25,7 @@ from automate.core.redaction import Redactor
 from automate.core.specs import StepSpec
 from automate.core.templating import referenced_secrets, render
 
-from . import tracing
+from . import metrics, tracing
 from .config import WorkerConfig
 from .matcher import VersionEntry
 from .outcomes import check_output, error_text
@@ -147,6 +147,7 @@ class StepRunner:
             if failure is None:
                 row = StepRow(row_id, step.id, attempt, job_id, token, "SUCCEEDED", started, now(), stored)
                 self.recorder.step(row)
+                metrics.step_finished(step.type, "SUCCEEDED", started)
                 ctx["steps"][step.id] = {"output": output, "status": "SUCCEEDED", "stored": stored}
                 return
             if isinstance(failure, Wait):
@@ -156,6 +157,7 @@ class StepRunner:
             retry = transient and attempt <= max_retries
             status = "RETRYING" if retry else "FAILED"
             self.recorder.step(StepRow(row_id, step.id, attempt, job_id, token, status, started, now(), None, error))
+            metrics.step_finished(step.type, status, started)
             if not retry:
                 raise StepFailed(step.id, error)
             delay = compute_delay(step.retry, attempt, retry_after=asked_delay)
@@ -163,6 +165,7 @@ class StepRunner:
                 "automate.step.retry_scheduled",
                 extra={"run_id": str(row_id), "step": step.id, "attempt": attempt, "delay_s": delay},
             )
+            tracing.retry_scheduled(step.id, attempt, delay, error)
             if delay > self.cfg.park_after:
                 raise Park(delay, f"step {step.id!r} waiting {delay:.1f}s to retry: {error}")
             await asyncio.sleep(delay)
@@ -186,6 +189,7 @@ class StepRunner:
             StepRow(run.row.id, step.id, attempt, run.job.id, run.job.token, "WAITING", started, None, output)
         )
         delay = max((wait.until - now()).total_seconds(), 0.0)
+        metrics.step_finished(step.type, "WAITING", started)
         log.info("automate.step.waiting", extra={"run_id": str(run.row.id), "step": step.id, "delay_s": delay})
         return Park(delay, f"step {step.id!r} waiting until {wait.until.isoformat()}")
 
@@ -245,8 +249,8 @@ class StepRunner:
             check_output(output, settings.EXECUTION.max_output_bytes)
             return output
         with tracing.tracer.start_as_current_span(
-            f"automate.step {step.id}",
-            attributes={"automate.step": step.id, "automate.connector": step.type, "automate.attempt": attempt},
+            "automate.step",
+            attributes=tracing.step_attributes(run.version.slug, run.version.version_num, step.id, step.type, attempt),
             record_exception=False,  # recorded below, redacted: the raw one can carry a secret
             set_status_on_exception=False,
         ) as span:
@@ -255,10 +259,13 @@ class StepRunner:
                     output = await connector.run(config, step_ctx)
                 check_output(output, settings.EXECUTION.max_output_bytes)
             except Wait:
+                span.set_attribute("automate.outcome", "waiting")
                 span.set_status(Status(StatusCode.OK))
                 raise
             except Exception as exc:
+                span.set_attribute("automate.outcome", "error")
                 tracing.record_failure(span, error_text(exc, secrets.redactor), type(exc).__qualname__)
                 raise
+            span.set_attribute("automate.outcome", "succeeded")
             span.set_status(Status(StatusCode.OK))
         return output

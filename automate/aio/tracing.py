@@ -1,12 +1,32 @@
-"""Trace propagation in the worker: each run continues the trace stored with its event."""
+"""Spans in the worker: each run continues the trace stored with its event.
+
+``automate.run`` (CONSUMER, a child of the emitting context stored with the event) spans a run;
+``automate.step`` (INTERNAL, a child of the run) spans one attempt of one step, with the workflow,
+version, step id, connector, attempt and outcome as attributes; a scheduled retry is an event on the run
+span. Attribute values that come from workflow authors pass through ``safe_attributes`` (redacted); a
+failure's message is redacted before it reaches the span (``record_failure``).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["parent_context", "record_failure", "trace_id_hex", "tracer", "tracing_enabled"]
+from automate.observability.tracing import safe_attributes, sdk_installed
+
+__all__ = [
+    "parent_context",
+    "record_failure",
+    "retry_scheduled",
+    "run_attributes",
+    "step_attributes",
+    "trace_id_hex",
+    "tracer",
+    "tracing_enabled",
+]
 
 _propagator = TraceContextTextMapPropagator()
 tracer = trace.get_tracer("automate.aio")
@@ -43,4 +63,33 @@ def trace_id_hex(span: trace.Span) -> str:
 def tracing_enabled() -> bool:
     """Whether an SDK tracer provider is installed. Without one, spans cost time and record nothing, so
     the executor skips them and takes the run's trace id from the stored traceparent."""
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    return sdk_installed()
+
+
+def run_attributes(run_id: str, workflow: str, version: int, job_id: int) -> dict[str, Any]:
+    return safe_attributes({
+        "automate.run_id": run_id,
+        "automate.workflow": workflow,
+        "automate.workflow_version": version,
+        "automate.job_id": job_id,
+    })
+
+
+def step_attributes(workflow: str, version: int, step_id: str, connector: str, attempt: int) -> dict[str, Any]:
+    return safe_attributes({
+        "automate.workflow": workflow,
+        "automate.workflow_version": version,
+        "automate.step": step_id,
+        "automate.connector": connector,
+        "automate.attempt": attempt,
+    })
+
+
+def retry_scheduled(step_id: str, attempt: int, delay: float, error: str) -> None:
+    """A retry of ``step_id`` was scheduled: an event on the current (run) span. ``error`` is already
+    redacted with the run's secrets; it is redacted again with the current rules (cheap, and safe)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event("automate.step.retry_scheduled", safe_attributes({
+            "automate.step": step_id, "automate.attempt": attempt, "automate.delay_s": delay, "error": error,
+        }))

@@ -26,6 +26,7 @@ import psycopg
 from automate import queries
 from automate.conf import get_settings
 
+from . import metrics
 from .config import WorkerConfig
 from .executor import Executor
 from .listener import Listener
@@ -63,7 +64,7 @@ class Worker:
         self.stats = WorkerStats()
         self.recorder = Recorder(self.store, cfg.worker_id, interval=cfg.flush_interval, on_lost=self._lost)
         self.workflows = WorkflowCache(self.store, max_age=max(cfg.poll_interval, 1.0))
-        self.semaphore = asyncio.Semaphore(cfg.concurrency)
+        self.semaphore = metrics.semaphore(cfg.concurrency)
         self.executor = Executor(cfg, self.store, self.recorder, self.workflows, self.semaphore)
         self.executor.on_park = self._wake_after
         self.listener = Listener(
@@ -94,6 +95,7 @@ class Worker:
             asyncio.get_running_loop().call_later(max(delay, 0.0) + 0.005, self._wake.set)
 
     def _notified(self, channel: str) -> None:
+        metrics.notified()
         if channel == queries.WORKFLOWS_CHANNEL:
             self.workflows.invalidate()
         self._wake.set()
@@ -215,6 +217,7 @@ class Worker:
                 await self._wait_any(self._stopping, delay)
                 continue
             self.stats.claims += 1
+            metrics.claimed(len(claimed))
             for job in claimed:
                 self._start(jobs, job)
             if len(claimed) == limit:
@@ -223,6 +226,7 @@ class Worker:
                 log.info("automate.worker.drained")
                 return
             await self._wait_any(self._wake, self.cfg.poll_interval if not self.cfg.drain else 0.05)
+            metrics.waited(self._wake.is_set())
 
     async def _has_work(self) -> bool:
         try:

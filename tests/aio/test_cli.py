@@ -15,6 +15,7 @@ from automate.models import ExecutionRun, OutboxJob
 from automate.runtime import emit_event
 from automate.workflows import publish
 from tests.aio.procs import ROOT
+from tests.observability.lines import log_messages
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
@@ -48,14 +49,15 @@ def test_installed_script_imports_settings_from_the_current_directory(pg_conninf
     assert ExecutionRun.objects.get().status == "SUCCEEDED"
     assert OutboxJob.objects.get().status == "COMPLETED"
 
-    banner = BANNER.search(proc.stdout)
+    out = log_messages(proc.stdout)  # the banner and the final line are log records (ECS lines here)
+    banner = BANNER.search(out)
     assert banner, proc.stdout
     assert re.fullmatch(r".+-\d+-[0-9a-f]{6}", banner["id"])  # host-pid-random
     assert banner["db"] == conninfo_to_dict(pg_conninfo).get("host", "local")
     assert (banner["concurrency"], banner["batch"], banner["lease"]) == ("7", "3", "30")  # lease: the default
     assert banner["prefetch"] == "3"  # one batch beyond the semaphore, by default
     assert (banner["mode"], banner["enabled"], banner["drain"]) == ("thread", "True", "True")
-    assert f"automate-aio-worker {banner['id']} stopped: claimed=1 lost=0" in proc.stdout
+    assert f"automate-aio-worker {banner['id']} stopped: claimed=1 lost=0" in out
 
 
 def test_a_missing_settings_module_is_still_an_import_error(pg_conninfo, tmp_path):
@@ -68,7 +70,7 @@ def test_a_missing_settings_module_is_still_an_import_error(pg_conninfo, tmp_pat
 def test_prefetch_is_an_option_and_a_negative_one_is_refused(pg_conninfo):
     proc = run_script(pg_conninfo, "--settings", "tests.settings", "--drain", "--prefetch", "0")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    banner = BANNER.search(proc.stdout)
+    banner = BANNER.search(log_messages(proc.stdout))
     assert banner and banner["prefetch"] == "0", proc.stdout
     bad = run_script(pg_conninfo, "--settings", "tests.settings", "--drain", "--prefetch", "-1")
     assert bad.returncode == 2

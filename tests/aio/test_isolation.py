@@ -356,7 +356,7 @@ def test_a_resolved_secret_never_reaches_a_span(make_config, spans, monkeypatch)
     emit_event("x", {})
     drain(make_config())
     finished = spans.get_finished_spans()
-    step = next(s for s in finished if s.name == "automate.step boom")
+    step = next(s for s in finished if s.name == "automate.step" and s.attributes["automate.step"] == "boom")
     assert step.status.status_code.name == "ERROR"
     [event] = [e for e in step.events if e.name == "exception"]
     assert event.attributes["exception.type"] == "ValueError"

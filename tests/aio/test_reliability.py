@@ -25,6 +25,7 @@ from automate.models import ExecutionRun, OutboxJob, StepRun
 from automate.runtime import emit_event
 from automate.workflows import publish
 from tests.aio.procs import ROOT, WorkerProcess, wait_until
+from tests.observability.lines import log_messages
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
@@ -151,7 +152,7 @@ def test_worker_cli_banner_and_drain(pg_conninfo, tmp_path):
         assert worker.wait(60) == 0, worker.output
     finally:
         worker.stop()
-    out = worker.output
+    out = log_messages(worker.output)  # the banner and the final line are log records (ECS lines here)
     banner = re.search(
         r"^automate-aio-worker (?P<id>\S+) db=(?P<db>\S+) concurrency=7 batch=3 prefetch=3 lease=12s mode=thread "
         r"enabled=True drain=True$",

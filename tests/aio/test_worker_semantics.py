@@ -123,11 +123,16 @@ def test_run_continues_the_emitting_trace(make_config, spans):
     drain(make_config())
     run = ExecutionRun.objects.get()
     assert run.trace_id == trace_id
-    finished = {s.name: s for s in spans.get_finished_spans()}
-    run_span = finished["automate.run traced"]
-    assert run_span.parent.span_id == request_span_id
-    for step in ("a", "b"):
-        span = finished[f"automate.step {step}"]
+    finished = spans.get_finished_spans()
+    [emit_span] = [s for s in finished if s.name == "automate.emit"]
+    assert emit_span.parent.span_id == request_span_id  # the emit span is the request's child
+    [run_span] = [s for s in finished if s.name == "automate.run"]
+    assert run_span.attributes["automate.workflow"] == "traced"
+    assert run_span.parent.span_id == emit_span.context.span_id  # and the run is the emit span's
+    steps = {s.attributes["automate.step"]: s for s in finished if s.name == "automate.step"}
+    assert set(steps) == {"a", "b"}
+    for span in steps.values():
         assert format(span.context.trace_id, "032x") == trace_id
         assert span.parent.span_id == run_span.context.span_id
         assert span.attributes["automate.connector"] == "transform"
+        assert span.attributes["automate.outcome"] == "succeeded"
