@@ -47,6 +47,7 @@ _CODE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}\Z")
 
 _REGISTRY: dict[str, Connector] = {}  # built-ins, and connectors passed to register()
 _loaded: dict[str, Connector] | None = None  # from CONNECTORS and entry points; None: not loaded yet
+_generation = 0  # bumped by clear_loaded(): a load that began before a settings change is not kept
 _lock = threading.Lock()
 
 
@@ -135,6 +136,7 @@ def load_connectors(
     """Load the users' connectors now (``CONNECTORS`` and the entry points, unless given) and make them the
     registry's; return them by code. Raises ``ImproperlyConfigured`` and changes nothing on a bad one."""
     global _loaded
+    generation = _generation
     if paths is None:
         from automate.conf import get_settings
 
@@ -157,7 +159,8 @@ def load_connectors(
         found[code] = (where, connector)
     loaded = {code: connector for code, (_, connector) in found.items()}
     with _lock:
-        _loaded = loaded
+        if generation == _generation:
+            _loaded = loaded
     return dict(loaded)
 
 
@@ -173,9 +176,10 @@ def _users() -> dict[str, Connector]:
 
 def clear_loaded() -> None:
     """Forget the users' connectors: they are loaded again on the registry's next use."""
-    global _loaded
+    global _loaded, _generation
     with _lock:
         _loaded = None
+        _generation += 1
 
 
 def get_connector(code: str) -> Connector:

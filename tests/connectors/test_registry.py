@@ -94,6 +94,17 @@ class NeedsArgs(ReverseConnector):
         self.token = token
 
 
+class ClearsWhileLoading(ReverseConnector):
+    """Its loading races a settings change (which clears the registry) while the registry loads it."""
+
+    code: ClassVar[str] = "racy"
+    made = 0
+
+    def __init__(self) -> None:
+        type(self).made += 1
+        clear_loaded()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_registry() -> Iterator[None]:
     clear_loaded()
@@ -128,6 +139,14 @@ def test_loaded_once_until_the_settings_change():
         with connectors(f"{HERE}.ReverseConnector", f"{HERE}.ECHO"):
             assert get_connector("reverse") is not first
             assert get_connector("acme.echo") is ECHO
+
+
+def test_a_load_overtaken_by_a_settings_change_is_not_kept():
+    ClearsWhileLoading.made = 0
+    with connectors(f"{HERE}.ClearsWhileLoading"):
+        assert isinstance(get_connector("racy"), ClearsWhileLoading)  # this call gets what it loaded
+        assert isinstance(get_connector("racy"), ClearsWhileLoading)
+        assert ClearsWhileLoading.made == 2  # ... but the stale result was not kept: loaded again
 
 
 @pytest.mark.parametrize(
