@@ -91,6 +91,8 @@ class HttpSettings(_Section):
     max_connections: int = Field(100, ge=1, le=10_000)
     max_keepalive_connections: int = Field(20, ge=0, le=10_000)
     user_agent: str = "django-automate"
+    # A PEM file of extra CA certificates to trust (besides certifi's), e.g. an internal CA; None: certifi only.
+    ca_bundle: str | None = Field(None, min_length=1)
 
 
 class LlmPrice(_Section):

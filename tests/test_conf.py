@@ -197,3 +197,11 @@ def test_a_misplaced_api_key_is_not_echoed():
         validate_settings({"LLM": {"api_key": ["sk-live-abcdef0123456789"]}})
     assert "sk-live" not in str(info.value) and "DJANGO_AUTOMATE.LLM.api_key" in str(info.value)
     assert "(list)" in str(info.value)
+
+
+def test_http_ca_bundle_is_a_path_or_none():
+    assert validate_settings({}).HTTP.ca_bundle is None
+    assert validate_settings({"HTTP": {"ca_bundle": "certs/internal-ca.pem"}}).HTTP.ca_bundle == "certs/internal-ca.pem"
+    for bad in ("", 1, ["a.pem"]):
+        with pytest.raises(ImproperlyConfigured, match=r"DJANGO_AUTOMATE\.HTTP\.ca_bundle"):
+            validate_settings({"HTTP": {"ca_bundle": bad}})

@@ -4,6 +4,7 @@ from .base import Connector, PermanentStepError, StepContext, TransientStepError
 from .builtin import PythonConnector, TransformConnector
 from .email import EmailConnector
 from .flow import ConditionConnector, DelayConnector
+from .http import HttpConnector, SlackConnector
 from .llm import LlmConnector
 from .registry import clear_loaded, get_connector, load_connectors, register, registered_codes
 
@@ -13,6 +14,8 @@ register(ConditionConnector())
 register(DelayConnector())
 register(EmailConnector())
 register(LlmConnector())
+register(HttpConnector())
+register(SlackConnector())
 
 __all__ = [
     "Connector",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -89,4 +90,17 @@ def classify_failure(exc: BaseException) -> tuple[bool, float | None]:
         return False, None
     if isinstance(exc, TimeoutError | asyncio.TimeoutError | ConnectionError):
         return True, None
-    return False, None
+    return _httpx_transient(exc), None
+
+
+def _httpx_transient(exc: BaseException) -> bool:
+    """httpx's timeouts, network errors (connect, read, write, close) and a server's broken reply
+    (``RemoteProtocolError``) are transient. Its other transport errors are not: an unsupported scheme or a
+    request that breaks the protocol (``LocalProtocolError``) fails the same way on every attempt.
+
+    httpx is looked up in ``sys.modules``: if nothing imported it, no exception can be one of its own (and
+    classifying a failure never pays for importing it)."""
+    httpx = sys.modules.get("httpx")
+    if httpx is None:
+        return False
+    return isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError)
