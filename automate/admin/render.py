@@ -44,8 +44,11 @@ def _duration(started: datetime | None, finished: datetime | None) -> str:
     return f"{ms:.0f} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
 
 
-def _time(value: datetime | None) -> str:
-    return value.isoformat(timespec="milliseconds") if value else ""
+def _time(value: datetime | None) -> SafeString | str:
+    """The time of day to the millisecond; the whole timestamp in the title."""
+    if value is None:
+        return ""
+    return format_html('<span title="{}">{}</span>', value.isoformat(), value.strftime("%H:%M:%S.%f")[:-3])
 
 
 def step_timeline(steps: Iterable[Any]) -> SafeString:
@@ -56,19 +59,20 @@ def step_timeline(steps: Iterable[Any]) -> SafeString:
     body = format_html_join(
         "\n",
         '<tr class="automate-step automate-step-{}"><td>{}</td><td>{}</td><td><span class="automate-status">{}'
-        "</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        '</span></td><td class="automate-time">{}</td><td class="automate-time">{}</td><td>{}</td>'
+        '<td class="automate-output">{}{}</td></tr>',
         (
             (
                 s.status.lower(), s.step_id, s.attempt, s.status, _time(s.started_at), _time(s.finished_at),
-                _duration(s.started_at, s.finished_at), json_preview(s.output),
-                format_html('<pre class="automate-error">{}</pre>', s.error) if s.error else "",
+                _duration(s.started_at, s.finished_at), json_preview(s.output) if s.output is not None or not s.error
+                else "", format_html('<pre class="automate-error">{}</pre>', s.error) if s.error else "",
             )
             for s in rows
         ),
     )
     head = mark_safe(  # a constant
         "<thead><tr><th>step</th><th>attempt</th><th>status</th><th>started</th><th>finished</th>"
-        "<th>duration</th><th>output (redacted)</th><th>error</th></tr></thead>"
+        "<th>duration</th><th>output (redacted) or error</th></tr></thead>"
     )
     return format_html('<table class="automate-timeline">{}<tbody>{}</tbody></table>', head, body)
 

@@ -44,3 +44,13 @@ def action(client: Any, model: str, name: str, pks: list[Any]) -> Any:
 def said(response: Any) -> str:
     """The admin messages a response carries (as the views wrote them, before the template's capfirst)."""
     return "\n".join(str(m) for m in response.context["messages"])
+
+
+SCREENSHOTS: list[str] = []  # paths the browser test saved, listed at the end of the run
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SCREENSHOTS:
+        terminalreporter.write_sep("-", "admin browser test: screenshots")
+        for path in SCREENSHOTS:
+            terminalreporter.write_line(path)
