@@ -97,17 +97,19 @@ while True:
     runs, steps, done = [], [], []
     for j in jobs:
         rid = uuid.uuid4()
-        runs.append({"id": rid, "version_id": version, "event_id": j[2], "job_id": j[0], "status": "SUCCEEDED",
+        runs.append({"id": rid, "version_id": version, "event_id": j[2], "job_id": j[0], "token": j[7],
+                     "status": "SUCCEEDED",
                      "trace_id": "", "outputs": {"t": {"i": 1}}, "error": "", "started_at": now, "finished_at": now})
-        steps.append({"run_id": rid, "step_id": "t", "attempt": 1, "job_id": j[0], "status": "SUCCEEDED",
+        steps.append({"run_id": rid, "step_id": "t", "attempt": 1, "job_id": j[0], "token": j[7],
+                      "status": "SUCCEEDED",
                       "started_at": now, "finished_at": now, "output": {"i": 1}, "error": ""})
-        done.append({"id": j[0], "status": "COMPLETED", "error": ""})
-    fence = {"job_ids": ids, "worker_id": "ceiling"}
+        done.append({"id": j[0], "token": j[7], "status": "COMPLETED", "error": ""})
+    fence = {"job_ids": ids, "tokens": [j[7] for j in jobs]}  # fenced by (id, claim token), as the worker
     with conn.transaction():
         conn.execute(q.LOCK_OWNED_JOBS, fence)
-        conn.execute(q.UPSERT_RUNS, {**fence, "rows": orjson.dumps(runs).decode()})
-        conn.execute(q.UPSERT_STEPS, {**fence, "rows": orjson.dumps(steps).decode()})
-        conn.execute(q.FINISH_JOBS, {"rows": orjson.dumps(done).decode(), "worker_id": "ceiling"})
+        conn.execute(q.UPSERT_RUNS, {"job_ids": ids, "rows": orjson.dumps(runs).decode()})
+        conn.execute(q.UPSERT_STEPS, {"job_ids": ids, "rows": orjson.dumps(steps).decode()})
+        conn.execute(q.FINISH_JOBS, {"rows": orjson.dumps(done).decode()})
     n += len(jobs)
 print(n)
 """
