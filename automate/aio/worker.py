@@ -25,6 +25,7 @@ import psycopg
 
 from automate import queries
 from automate.conf import get_settings
+from automate.connectors.http import aclose_clients
 
 from . import metrics
 from .config import WorkerConfig
@@ -148,8 +149,12 @@ class Worker:
             except* _Stop:
                 pass
         finally:
-            # Closing order: the TaskGroup has ended the listener and the side tasks; the pool goes last.
-            await self.store.close()
+            # Closing order: the TaskGroup has ended the listener, the side tasks and every step; then the
+            # connectors' shared HTTP client of this loop; the pool goes last.
+            try:
+                await aclose_clients()
+            finally:
+                await self.store.close()
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)

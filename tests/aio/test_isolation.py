@@ -398,3 +398,15 @@ def test_a_release_that_fails_at_shutdown_is_logged(caplog):
     [record] = [r for r in caplog.records if r.getMessage().startswith("automate.worker.release_failed")]
     assert record.jobs == [job_id] and "connection to server lost" in record.error
     assert store.job(job_id).status == "CLAIMED"  # left to its lease, as the log line says
+
+
+def test_the_worker_closes_its_loops_http_client_when_it_stops(make_config):
+    from automate.connectors.http import client as http_client
+
+    async def scenario():
+        shared = http_client.shared_client()  # what an http step of this loop uses
+        await Worker(make_config()).run()
+        return shared, asyncio.get_running_loop() in http_client._clients
+
+    shared, still_registered = asyncio.run(scenario())
+    assert shared.is_closed and not still_registered
