@@ -279,6 +279,18 @@ def test_a_worker_retries_5xx_and_429_then_succeeds_and_records_the_output(fake,
     assert spend() == (Decimal("0.035"), Decimal("0"))  # the failed calls reported no usage: released
 
 
+def test_a_step_cancelled_by_its_deadline_mid_call_releases_its_reservation(fake, pg_conninfo):
+    fake.script(Reply(200, delay=30))  # the server would answer long after the step's 0.3 s deadline
+    publish("ask", trigger_spec={"event": "q"}, steps=[
+        {"id": "ask", "type": "llm", "timeout_seconds": 0.3, "max_retries": 0, "config": CONFIG}])
+    emit_event("q", {})
+    drain(make_config(pg_conninfo))
+    run = ExecutionRun.objects.get()
+    assert run.status == "FAILED" and "TimeoutError" in run.error
+    assert fake.calls == 1
+    assert spend() == (Decimal("0"), Decimal("0")) and not LlmReservation.objects.exists()
+
+
 def test_a_worker_fails_a_denied_call_for_good_with_an_audit_entry(fake, pg_conninfo):
     with override_settings(DJANGO_AUTOMATE=settings_with(budget=0.01)):
         publish("ask", trigger_spec={"event": "q"}, steps=[
@@ -340,3 +352,19 @@ def test_bad_endpoint_settings_fail_the_step_by_name(fake, monkeypatch):
 def test_bad_llm_settings_name_the_key(raw, dotted):
     with pytest.raises(ImproperlyConfigured, match=dotted.replace(".", r"\.")):
         validate_settings(raw)
+
+
+def test_the_readme_examples_are_valid():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Connectors: llm\n", 1)[1].split("\n### ", 1)[0]
+    step = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    scope: dict[str, Any] = {}
+    exec(section.split("```python\n", 1)[1].split("```", 1)[0], scope)
+    settings = validate_settings(scope["DJANGO_AUTOMATE"])
+    assert settings.POLICY.llm_budget_daily == 25.0 and "gpt-4o-mini" in settings.LLM.prices
+    with override_settings(DJANGO_AUTOMATE=scope["DJANGO_AUTOMATE"]):
+        get_connector("llm").validate_config(step["config"], path="steps[0].config")
+        with pytest.raises(SpecError, match="model 'gpt-4o' has no price"):
+            get_connector("llm").validate_config({**step["config"], "model": "gpt-4o"}, path="steps[0].config")
