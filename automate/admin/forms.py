@@ -147,6 +147,17 @@ class SecretForm(forms.ModelForm):
         if self.instance.pk is None:
             super().validate_unique()
 
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        from automate.secret_backends import get_backend
+
+        backend = get_backend()
+        if not callable(getattr(backend, "set", None)):
+            raise ValidationError(
+                f"DJANGO_AUTOMATE.SECRETS.backend ({type(backend).__qualname__}) cannot store secrets: use 'db' "
+                "(or a custom backend with set(name, value) and delete(name) methods)", code="backend")
+        return data
+
 
 class RuleTesterForm(forms.Form):
     rule = JSONText(help_text='A JSONLogic rule, e.g. {">": [{"var": "event.payload.total"}, 100]}')

@@ -80,6 +80,10 @@ def test_immutable_records_cannot_be_added_changed_or_deleted(admin_client, mode
 
 
 def test_secrets_are_set_through_set_secret_and_never_displayed(admin_client):
+    # The default env backend cannot store: a form error says so, and nothing is stored.
+    refused = admin_client.post("/admin/automate/secret/add/", {"name": "CRM_TOKEN", "value": "v"})
+    assert "EnvSecretBackend) cannot store secrets: use &#x27;db&#x27;" in refused.content.decode()
+    assert not Secret.objects.exists()
     key = Fernet.generate_key().decode()
     conf = {**AUTOMATE, "SECRETS": {"backend": "db", "encryption_key": key}}
     with override_settings(DJANGO_AUTOMATE=conf):
