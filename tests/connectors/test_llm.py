@@ -43,7 +43,7 @@ def settings_with(llm: dict[str, Any] | None = None, budget: float = 10.0, **pol
     return {
         **base,
         "POLICY": {**base["POLICY"], "llm_budget_daily": budget, **policy},
-        "LLM": {**llm_settings.LLM, "prices": PRICES, "timeout_seconds": 5, **(llm or {})},
+        "LLM": {**llm_settings.LLM, "prices": PRICES, "timeout_seconds": 30, **(llm or {})},
     }
 
 
@@ -69,7 +69,7 @@ def spend() -> tuple[Decimal, Decimal]:
 
 
 def make_config(conninfo: str) -> WorkerConfig:
-    return WorkerConfig(conninfo=conninfo, drain=True, poll_interval=0.2, lease_seconds=5.0, health_interval=1.0,
+    return WorkerConfig(conninfo=conninfo, drain=True, poll_interval=0.2, lease_seconds=30.0, health_interval=1.0,
                         shutdown_grace=2.0, batch_size=50, concurrency=50)
 
 
@@ -272,7 +272,7 @@ def test_a_worker_retries_5xx_and_429_then_succeeds_and_records_the_output(fake,
     run = ExecutionRun.objects.get()
     assert run.status == "SUCCEEDED", run.error
     statuses = list(StepRun.objects.order_by("attempt").values_list("status", "error"))
-    assert [s for s, _ in statuses] == ["RETRYING", "RETRYING", "SUCCEEDED"]
+    assert [s for s, _ in statuses] == ["RETRYING", "RETRYING", "SUCCEEDED"], statuses
     assert "HTTP 500" in statuses[0][1] and "Retry-After 1s" in statuses[1][1]
     assert fake.requests[2].at - fake.requests[1].at >= 0.9  # the 1 s asked for, not the 0.01 s fixed wait
     assert run.outputs["ask"]["content"] == "echo: Say hi" and run.outputs["ask"]["cost_usd"] == 0.035
