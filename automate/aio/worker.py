@@ -26,6 +26,7 @@ import psycopg
 from automate import queries
 from automate.conf import get_settings
 from automate.connectors.http import aclose_clients
+from automate.connectors.llm.client import aclose_clients as aclose_llm_clients
 
 from . import metrics
 from .config import WorkerConfig
@@ -153,6 +154,7 @@ class Worker:
             # connectors' shared HTTP client of this loop; the pool goes last.
             try:
                 await aclose_clients()
+                await aclose_llm_clients()
             finally:
                 await self.store.close()
             if install_signals:

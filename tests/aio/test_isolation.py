@@ -228,10 +228,11 @@ def test_a_worker_that_wins_back_its_own_job_runs_it_once_more_and_keeps_its_lea
     stale task is cancelled and fenced out; the new claim's lease is extended while its step runs."""
     log = tmp_path / "marks"
     publish("slow", trigger_spec={"event": "slow"}, steps=[
-        {"id": "s", "type": "python", "config": {"callable": "tests.steps.mark", "kwargs": {"path": str(log), "sleep": 2.5}}},
+        {"id": "s", "type": "python", "timeout_seconds": 60,
+         "config": {"callable": "tests.steps.mark", "kwargs": {"path": str(log), "sleep": 6}}},
     ])
     event_id = emit_event("slow", {})
-    cfg = make_config(drain=False, lease_seconds=1.0, poll_interval=0.1)
+    cfg = make_config(drain=False, lease_seconds=2.0, poll_interval=0.1)  # the step outlasts three leases
 
     async def scenario() -> Worker:
         worker = Worker(cfg)
@@ -247,7 +248,7 @@ def test_a_worker_that_wins_back_its_own_job_runs_it_once_more_and_keeps_its_lea
             await asyncio.to_thread(
                 wait_until, lambda: OutboxJob.objects.get(event_id=event_id).status == "COMPLETED", 30,
                 "the job never completed")
-            await asyncio.sleep(1.5)  # longer than the lease: a lease that was not extended would be recovered
+            await asyncio.sleep(3)  # longer than the lease: a lease that was not extended would be recovered
             return worker
         finally:
             worker.request_stop()
@@ -400,13 +401,14 @@ def test_a_release_that_fails_at_shutdown_is_logged(caplog):
     assert store.job(job_id).status == "CLAIMED"  # left to its lease, as the log line says
 
 
-def test_the_worker_closes_its_loops_http_client_when_it_stops(make_config):
+def test_the_worker_closes_its_loops_http_clients_when_it_stops(make_config):
     from automate.connectors.http import client as http_client
+    from automate.connectors.llm import client as llm_client
 
     async def scenario():
-        shared = http_client.shared_client()  # what an http step of this loop uses
+        shared, llm = http_client.shared_client(), llm_client.get_client()  # what this loop's steps use
         await Worker(make_config()).run()
-        return shared, asyncio.get_running_loop() in http_client._clients
+        return shared, llm, asyncio.get_running_loop() in http_client._clients
 
-    shared, still_registered = asyncio.run(scenario())
-    assert shared.is_closed and not still_registered
+    shared, llm, still_registered = asyncio.run(scenario())
+    assert shared.is_closed and llm.is_closed and not still_registered

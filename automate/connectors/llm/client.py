@@ -20,7 +20,7 @@ import httpx
 
 from automate.core.redaction import Redactor, default_redactor
 
-__all__ = ["get_client", "scrub_logs"]
+__all__ = ["aclose_clients", "get_client", "scrub_logs"]
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
 _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
@@ -36,6 +36,13 @@ def get_client() -> httpx.AsyncClient:
         client = httpx.AsyncClient(follow_redirects=False, limits=_LIMITS, trust_env=False)
         _clients[loop] = client
     return client
+
+
+async def aclose_clients() -> None:
+    """Close the running loop's client (the worker calls this at shutdown); the next use makes a new one."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
 
 
 class _ScrubFilter(logging.Filter):
