@@ -15,12 +15,19 @@ BENCH_DATABASE_URL is set), each measure in a fresh database:
    peak RSS while they are all in flight.
 4. soak: ``--soak`` events drained by one worker; its RSS sampled every second (first, peak, last).
 
-Results: printed tables and ``benchmarks/results/worker.json``.
+``--observability`` runs only the observability costs instead (``benchmarks/results/worker_observability.json``):
+the same no-op drain as 1, one worker, in interleaved rounds, with tracing off and metrics off (the
+baseline); with spans exported over OTLP/HTTP (``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at a local OTLP
+receiver in this script, which decodes and counts the spans); and with ``METRICS_EXPORT`` and
+``--metrics-port``. ``--base PATH`` adds a mode running the worker from another source tree (an
+``automate`` package at PATH, e.g. a ``git archive`` of an earlier commit) with tracing and metrics off:
+the cost of the instrumentation points themselves.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import threading
@@ -195,7 +202,8 @@ def _started_at(proc: subprocess.Popen[str], stamps: list[float]) -> threading.T
     def read() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if line.startswith("automate-aio-worker") and "stopped" not in line:
+            # The banner, a log record: a plain line, or the message of an ECS JSON line.
+            if "automate-aio-worker" in line and "stopped" not in line and "drain=" in line:
                 stamps.append(time.perf_counter())
 
     thread = threading.Thread(target=read, daemon=True)
@@ -203,10 +211,14 @@ def _started_at(proc: subprocess.Popen[str], stamps: list[float]) -> threading.T
     return thread
 
 
-def _drain(db: str, workdir: Path, workers: int, concurrency: int, batch: int) -> tuple[float, list[float]]:
+def _drain(
+    db: str, workdir: Path, workers: int, concurrency: int, batch: int,
+    extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = (),
+) -> tuple[float, list[float]]:
     stamps: list[float] = []
+    env = {**_env(db, workdir), **(extra_env or {})}
     procs = [
-        subprocess.Popen(_worker_cmd(concurrency, batch), env=_env(db, workdir), stdout=subprocess.PIPE, text=True)
+        subprocess.Popen([*_worker_cmd(concurrency, batch), *extra_args], env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(workers)
     ]
     readers = [_started_at(p, stamps) for p in procs]
@@ -326,6 +338,101 @@ def soak(admin: str, workdir: Path, n: int) -> dict[str, Any]:
     }
 
 
+class _OtlpSink:
+    """A local OTLP/HTTP receiver: decodes every export and counts the spans (a real collector's work)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        sink = self
+        self.spans = 0
+        self.lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+                with sink.lock:
+                    sink.spans += n
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def observability(admin: str, workdir: Path, n: int, rounds: int, base: str | None) -> dict[str, Any]:
+    """Throughput of the no-op drain with tracing (OTLP) or metrics on, as a ratio to both off."""
+    sink = _OtlpSink()
+    modes: dict[str, dict[str, Any]] = {
+        "off": {},
+        "otlp": {"env": {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_SERVICE_NAME": "bench-worker"}},
+        "metrics": {"env": {"BENCH_AUTOMATE_SETTINGS": json.dumps({**json.loads(SETTINGS), "METRICS_EXPORT": True})},
+                    "metrics": True},
+    }
+    if base:
+        modes["base"] = {"env": {"PYTHONPATH": f"{base}:{_env('', workdir)['PYTHONPATH']}"}}
+    per_s: dict[str, list[float]] = {m: [] for m in modes}
+    ratios: dict[str, list[float]] = {m: [] for m in modes if m != "off"}
+    spans_per_event: list[float] = []
+    names = list(modes)
+    try:
+        for r in range(rounds):
+            order = names[r % len(names):] + names[: r % len(names)]  # rotate: no mode always runs first
+            seconds: dict[str, float] = {}
+            for mode in order:
+                name = f"bench_worker_obs_{mode}_{r}"
+                db = _prepare(admin, name, workdir, NOOP, n)
+                spans_before = sink.spans
+                args = ("--metrics-port", str(_free_port()), "--metrics-addr", "127.0.0.1") if modes[mode].get(
+                    "metrics") else ()
+                seconds[mode], _ = _drain(db, workdir, 1, 1000, 500, modes[mode].get("env"), args)
+                counts = _counts(db)
+                assert counts["runs"] == counts["steps"] == counts["completed"] == n, (mode, counts)
+                common.drop_database(admin, name)
+                if mode == "otlp":
+                    spans_per_event.append((sink.spans - spans_before) / n)
+                per_s[mode].append(n / seconds[mode])
+            for mode in ratios:
+                ratios[mode].append(seconds["off"] / seconds[mode])
+            print("  round {}: {}".format(r, ", ".join(f"{m} {n / seconds[m]:,.0f}/s" for m in names)),
+                  file=sys.stderr)
+    finally:
+        sink.close()
+    return {
+        "events": n,
+        "rounds": rounds,
+        "per_s": per_s,
+        "ratio_to_off": ratios,
+        "median_ratio_to_off": {m: common.median(v) for m, v in ratios.items()},
+        "spans_per_event": spans_per_event,
+        "method": "one worker --concurrency 1000 --batch-size 500 --drain, banner to exit; ratios paired within "
+        "each round (off seconds / mode seconds: throughput of the mode as a share of off)",
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=20_000)
@@ -333,10 +440,16 @@ def main() -> int:
     ap.add_argument("--inflight", type=int, default=10_000)
     ap.add_argument("--soak", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true", help="small sizes, to check the script")
+    ap.add_argument("--observability", action="store_true",
+                    help="only the tracing (OTLP) and metrics costs, as ratios to both off")
+    ap.add_argument("--base", help="with --observability: also run the worker from the automate package at this path")
     args = ap.parse_args()
     if args.quick:
         args.events, args.rounds, args.inflight, args.soak = 2_000, 1, 1_000, 5_000
     import tempfile
+
+    if args.observability:
+        return _observability_main(args)
 
     results: dict[str, Any] = {"benchmark": "worker", "machine": common.machine_info()}
     with tempfile.TemporaryDirectory() as tmp, common.postgres_server() as admin:
@@ -371,6 +484,25 @@ def main() -> int:
         title="automate-aio-worker",
     )
     path = common.write_results("worker", results)
+    print(f"results: {path}")
+    return 0
+
+
+def _observability_main(args: argparse.Namespace) -> int:
+    import tempfile
+
+    results: dict[str, Any] = {"benchmark": "worker_observability", "machine": common.machine_info()}
+    with tempfile.TemporaryDirectory() as tmp, common.postgres_server() as admin:
+        workdir = Path(tmp)
+        _steps_module(workdir)
+        results["server"] = common.server_info(admin)
+        print("observability (no-op drain: off, OTLP tracing, metrics)", file=sys.stderr)
+        results["observability"] = obs = observability(admin, workdir, args.events, args.rounds, args.base)
+    rows = [[mode, f"{common.median(v):,.0f}", "1.00" if mode == "off" else f"{obs['median_ratio_to_off'][mode]:.2f}"]
+            for mode, v in obs["per_s"].items()]
+    common.print_table(["mode", "events/s (median)", "throughput / off (median of paired ratios)"], rows,
+                       title="automate-aio-worker: cost of tracing and metrics")
+    path = common.write_results("worker_observability", results)
     print(f"results: {path}")
     return 0
 

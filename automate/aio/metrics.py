@@ -18,7 +18,7 @@ outcomes. Served metrics:
     automate_wakeups_total{source}                     claim loop woken by a NOTIFY, or by the poll
     automate_listener_reconnects_total                 LISTEN connection re-established
     automate_outbox_depth{state}, automate_outbox_oldest_due_age_seconds   from the database, at scrape
-    automate_llm_spend_usd_today                       when the llm connector is installed
+    automate_llm_spend_usd_today{state}                spent / reserved today, from the database (llm)
 """
 
 from __future__ import annotations

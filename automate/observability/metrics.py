@@ -134,10 +134,11 @@ def django_outbox_fetch(using: str = "default") -> Callable[[], OutboxFigures]:
 
 
 class LlmSpendCollector(Collector):
-    """``automate_llm_spend_usd_today`` from the ``llm`` connector's ``spend_today()`` (USD), when that
-    connector provides it; nothing otherwise."""
+    """``automate_llm_spend_usd_today{state="spent"|"reserved"}`` from the ``llm`` connector's
+    ``spend_today()`` (``(spent, reserved)`` USD of the current UTC day, read from the database, so every
+    process reports the same figures); nothing when the query fails."""
 
-    def __init__(self, spend_today: Callable[[], float]) -> None:
+    def __init__(self, spend_today: Callable[[], Any]) -> None:
         self.spend_today = spend_today
 
     def describe(self) -> Iterator[Any]:
@@ -145,14 +146,23 @@ class LlmSpendCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         try:
-            value = float(self.spend_today())
+            figures = self.spend_today()
+            spent, reserved = (figures, 0.0) if isinstance(figures, int | float) else figures
+            spent, reserved = float(spent), float(reserved)
         except Exception as exc:
             log.warning("automate.metrics.llm_spend_failed", extra={"error": type(exc).__name__})
             return
-        yield GaugeMetricFamily("automate_llm_spend_usd_today", "LLM spend today (UTC), USD", value=value)
+        family = GaugeMetricFamily(
+            "automate_llm_spend_usd_today",
+            "LLM spend of the current UTC day, USD: settled calls (spent) and calls in flight (reserved)",
+            labels=["state"],
+        )
+        family.add_metric(["spent"], spent)
+        family.add_metric(["reserved"], reserved)
+        yield family
 
 
-def llm_spend_function() -> Callable[[], float] | None:
+def llm_spend_function() -> Callable[[], Any] | None:
     """The llm connector's ``spend_today`` if it is installed (it is built separately)."""
     try:
         from automate.connectors import llm

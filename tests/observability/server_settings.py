@@ -1,5 +1,5 @@
 """Settings of the processes the observability tests start (uvicorn, workers): tests.settings with
-METRICS_EXPORT on, a metrics token, and this package's steps allowlisted. The database is the test
+METRICS_EXPORT on, a metrics token, and 127.0.0.1 allowed for the http connector. The database is the test
 database (AUTOMATE_TEST_WORKER_DATABASE_URL, see tests.settings)."""
 
 from tests.settings import *  # noqa: F403
@@ -12,5 +12,8 @@ DJANGO_AUTOMATE = {
     "METRICS_EXPORT": True,
     "METRICS_TOKEN": "metrics-test-token",
     "EXECUTION": {"max_retries": 2},
-    "POLICY": {"python_allowlist": [*_BASE["POLICY"]["python_allowlist"], "tests.observability.steps.*"]},
+    "POLICY": {
+        **_BASE["POLICY"],
+        "ssrf_allowlist": ["127.0.0.1"],  # the trace test's downstream service
+    },
 }

@@ -104,6 +104,7 @@ def test_worker_metrics_after_a_known_workload(pg_conninfo, observed, tmp_path):
     assert value(scrape, "automate_outbox_depth", state="due") == 0
     assert value(scrape, "automate_outbox_depth", state="claimed") == 0
     assert value(scrape, "automate_outbox_oldest_due_age_seconds") == 0
+    assert ("automate_llm_spend_usd_today", (("state", "spent"),)) in scrape  # from the database, here too
     # No id in any label.
     for (_name, labels), _v in scrape.items():
         for _k, v in labels:
@@ -160,6 +161,14 @@ def test_the_view_needs_staff_or_the_token(client, observed):
 
 
 @pytest.mark.urls("tests.observability.urls")
+def test_the_token_may_be_a_secret_reference(client, settings, monkeypatch):
+    monkeypatch.setenv("AUTOMATE_OBS_METRICS_TOKEN", "from-the-secret-store")
+    settings.DJANGO_AUTOMATE = {"METRICS_EXPORT": True, "METRICS_TOKEN": "$secret:OBS_METRICS_TOKEN"}
+    assert client.get("/automate/metrics", HTTP_AUTHORIZATION="Bearer from-the-secret-store").status_code == 200
+    assert client.get("/automate/metrics", HTTP_AUTHORIZATION="Bearer $secret:OBS_METRICS_TOKEN").status_code == 403
+
+
+@pytest.mark.urls("tests.observability.urls")
 def test_the_view_has_no_token_access_when_no_token_is_set(client, settings):
     settings.DJANGO_AUTOMATE = {"METRICS_EXPORT": True}
     assert client.get("/automate/metrics", HTTP_AUTHORIZATION="Bearer ").status_code == 403
@@ -184,6 +193,25 @@ def test_emitted_events_and_the_outbox_in_the_web_process(client, observed, monk
     assert value(after, "automate_events_emitted_total", type="invoice.*") - before == 2
     assert value(after, "automate_outbox_depth", state="due") == 2  # no worker runs here
     assert value(after, "automate_outbox_oldest_due_age_seconds") > 0
+
+
+@pytest.mark.urls("tests.observability.urls")
+def test_llm_spend_today_is_read_from_the_database(client, observed):
+    from decimal import Decimal
+
+    from automate.connectors.llm import budget
+
+    def scrape() -> dict:
+        response = client.get("/automate/metrics", HTTP_AUTHORIZATION="Bearer metrics-test-token")
+        return samples(response.content.decode())
+
+    assert value(scrape(), "automate_llm_spend_usd_today", state="spent") == 0
+    settled = budget.reserve(Decimal("0.25"), cap=Decimal("10"))
+    budget.settle(settled, Decimal("0.125"))
+    budget.reserve(Decimal("0.5"), cap=Decimal("10"))  # still in flight
+    now = scrape()
+    assert value(now, "automate_llm_spend_usd_today", state="spent") == 0.125
+    assert value(now, "automate_llm_spend_usd_today", state="reserved") == 0.5
 
 
 def test_event_type_labels_are_bounded(observed):
@@ -217,3 +245,33 @@ def test_the_grafana_dashboard_queries_only_metrics_that_exist():
     for name in ("automate_jobs_claimed_total", "automate_runs_total", "automate_step_attempts_total",
                  "automate_step_duration_seconds_bucket", "automate_outbox_depth", "automate_events_emitted_total"):
         assert name in used, f"the dashboard does not graph {name}"
+
+
+def test_workers_sharing_a_multiprocess_directory_report_their_sum(pg_conninfo, observed, tmp_path, monkeypatch):
+    """PROMETHEUS_MULTIPROC_DIR: two workers on one host, each on its own port, each scrape the sum."""
+    publish("metered", trigger_spec={"event": "order.placed"},
+            steps=[{"id": "t", "type": "transform", "config": {"output": 1}}])
+    shared = tmp_path / "prom"
+    shared.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(shared))
+    ports = [free_port(), free_port()]
+    workers = [WorkerProcess(pg_conninfo, "--settings", SETTINGS, "--metrics-port", str(port), "--metrics-addr",
+                             "127.0.0.1", "--batch-size", "1", log=tmp_path / f"w{i}.log") for i, port in enumerate(ports)]
+    try:
+        for w in workers:
+            w.wait_for_output("automate.metrics.serving")
+        for i in range(20):
+            emit_event("order.placed", {"i": i})
+        wait_until(lambda: OutboxJob.objects.filter(status="COMPLETED").count() == 20, 60,
+                   "\n".join(w.output for w in workers))
+        scrapes = [samples(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text) for port in ports]
+    finally:
+        for w in workers:
+            w.stop()
+    claimed_by = [f for f in shared.iterdir() if f.name.startswith("counter_")]
+    assert len(claimed_by) == 2, claimed_by  # one file per worker process
+    for scrape in scrapes:
+        assert value(scrape, "automate_jobs_claimed_total") == 20
+        assert value(scrape, "automate_runs_total", workflow="metered", status="SUCCEEDED") == 20
+        assert value(scrape, "automate_step_attempts_total", connector="transform", outcome="succeeded") == 20
+        assert value(scrape, "automate_outbox_depth", state="due") == 0

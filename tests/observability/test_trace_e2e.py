@@ -45,8 +45,8 @@ def test_one_trace_from_the_request_to_the_last_step(pg_conninfo, otel, tmp_path
     receiver, downstream = otel
     publish("traced-order", trigger_spec={"event": "order.placed"}, steps=[
         {"id": "prepare", "type": "transform", "config": {"output": {"id": "{{ event.payload.order.id }}"}}},
-        {"id": "notify", "type": "python", "depends_on": ["prepare"], "config": {
-            "callable": "tests.observability.steps.call_downstream", "kwargs": {"url": f"{downstream.url}/hook"}}},
+        {"id": "notify", "type": "http", "depends_on": ["prepare"], "config": {
+            "method": "POST", "url": f"{downstream.url}/hook", "json": {"order": "{{ steps.prepare.output.id }}"}}},
     ])
     web = UvicornServer(
         "tests.observability.asgi:application", cwd=ROOT, log=tmp_path / "web.log",
@@ -93,9 +93,9 @@ def test_one_trace_from_the_request_to_the_last_step(pg_conninfo, otel, tmp_path
         assert span.attributes["automate.workflow_version"] == 1
         assert span.attributes["automate.attempt"] == 1
         assert span.attributes["automate.outcome"] == "succeeded"
-        assert span.attributes["automate.connector"] == ("transform" if step_id == "prepare" else "python")
+        assert span.attributes["automate.connector"] == ("transform" if step_id == "prepare" else "http")
 
-    # The downstream service saw the trace context of the last step's span.
+    # The downstream service, called by the http connector, saw the trace context of the last step's span.
     [call] = downstream.calls
     assert call["traceparent"] == f"00-{CALLER_TRACE}-{steps['notify'].span_id}-01"
 
