@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from automate.core.errors import AutomateError, RetryLater
+from automate.core.errors import AutomateError, RetryLater, SpecError
 
 __all__ = [
     "Connector",
@@ -17,6 +17,7 @@ __all__ = [
     "TransientStepError",
     "Wait",
     "classify_failure",
+    "reject_unknown_keys",
 ]
 
 
@@ -104,3 +105,11 @@ def _httpx_transient(exc: BaseException) -> bool:
     if httpx is None:
         return False
     return isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError)
+
+
+def reject_unknown_keys(config: Mapping[str, Any], known: Iterable[str], *, path: str) -> None:
+    """``SpecError`` naming ``<path>.<key>`` for the first key of ``config`` not in ``known``."""
+    known = tuple(known)
+    for key in config:
+        if key not in known:
+            raise SpecError(f"{path}.{key}: unknown key (known: {', '.join(known)})")

@@ -30,7 +30,7 @@ from django.utils.module_loading import import_string
 from automate.conf import get_settings
 from automate.core.errors import SpecError
 
-from .base import PermanentStepError, StepContext, TransientStepError
+from .base import PermanentStepError, StepContext, TransientStepError, reject_unknown_keys
 from .builtin import run_sync_bounded
 
 __all__ = ["EmailConnector"]
@@ -81,9 +81,7 @@ class EmailConnector:
     # -- when a version is saved ---------------------------------------------------------------------------
 
     def validate_config(self, config: Mapping[str, Any], *, path: str) -> None:
-        for key in config:
-            if key not in _KEYS:
-                raise SpecError(f"{path}.{key}: unknown key (known: {', '.join(_KEYS)})")
+        reject_unknown_keys(config, _KEYS, path=path)
         if "to" not in config:
             raise SpecError(f"{path}.to: required (a non-empty list of addresses, or a template)")
         for key in _ADDRESS_LISTS:

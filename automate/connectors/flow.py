@@ -21,13 +21,11 @@ from typing import Any, ClassVar
 from automate.core import rules
 from automate.core.errors import RuleError, SpecError
 
-from .base import PermanentStepError, StepContext, Wait
+from .base import PermanentStepError, StepContext, Wait, reject_unknown_keys
 
 __all__ = ["MAX_DELAY", "ConditionConnector", "DelayConnector", "not_taken", "parse_until"]
 
 MAX_DELAY = timedelta(days=366)
-_CONDITION_KEYS = frozenset({"rule", "then", "else"})
-_DELAY_KEYS = frozenset({"seconds", "until"})
 
 
 def _templated(value: Any) -> bool:
@@ -40,9 +38,7 @@ class ConditionConnector:
     is_llm: ClassVar[bool] = False
 
     def validate_config(self, config: Mapping[str, Any], *, path: str) -> None:
-        unknown = sorted(set(config) - _CONDITION_KEYS)
-        if unknown:
-            raise SpecError(f"{path}.{unknown[0]}: unknown key (expected rule, then, else)")
+        reject_unknown_keys(config, ("rule", "then", "else"), path=path)
         if "rule" not in config:
             raise SpecError(f"{path}.rule: required (a JSONLogic rule over the run's context)")
         try:
@@ -89,9 +85,7 @@ class DelayConnector:
     is_llm: ClassVar[bool] = False
 
     def validate_config(self, config: Mapping[str, Any], *, path: str) -> None:
-        unknown = sorted(set(config) - _DELAY_KEYS)
-        if unknown:
-            raise SpecError(f"{path}.{unknown[0]}: unknown key (expected seconds or until)")
+        reject_unknown_keys(config, ("seconds", "until"), path=path)
         if ("seconds" in config) == ("until" in config):
             raise SpecError(f"{path}: give exactly one of 'seconds' or 'until'")
         if "seconds" in config and not _templated(config["seconds"]):

@@ -25,7 +25,7 @@ from opentelemetry import propagate, trace
 
 from automate.core.errors import SpecError
 
-from ..base import PermanentStepError, StepContext
+from ..base import PermanentStepError, StepContext, reject_unknown_keys
 from .guard import safe_location
 
 __all__ = ["HttpConnector", "build_headers", "is_dynamic"]
@@ -150,9 +150,7 @@ class HttpConnector:
     is_llm: ClassVar[bool] = False
 
     def validate_config(self, config: Mapping[str, Any], *, path: str) -> None:
-        for key in config:
-            if key not in _KEYS:
-                raise SpecError(f"{path}.{key}: unknown key (known: {', '.join(_KEYS)})")
+        reject_unknown_keys(config, _KEYS, path=path)
         method = config.get("method", "GET")
         if not isinstance(method, str):
             raise SpecError(f"{path}.method: must be a string, one of {', '.join(METHODS)}")

@@ -21,7 +21,7 @@ import orjson
 
 from automate.core.errors import SpecError
 
-from ..base import PermanentStepError, StepContext
+from ..base import PermanentStepError, StepContext, reject_unknown_keys
 from .http import build_headers, is_dynamic
 
 __all__ = ["SlackConnector"]
@@ -43,9 +43,7 @@ class SlackConnector:
     is_llm: ClassVar[bool] = False
 
     def validate_config(self, config: Mapping[str, Any], *, path: str) -> None:
-        for key in config:
-            if key not in _KEYS:
-                raise SpecError(f"{path}.{key}: unknown key (known: {', '.join(_KEYS)})")
+        reject_unknown_keys(config, _KEYS, path=path)
         url = config.get("webhook_url")
         if not isinstance(url, str) or not url.strip():
             raise SpecError(f"{path}.webhook_url: required (a string, usually '$secret:SLACK_WEBHOOK')")
