@@ -139,11 +139,19 @@ def test_the_filter_redacts_records_for_your_own_handlers():
         assert secret not in out
 
 
-def test_a_users_own_logging_for_automate_is_left_alone(settings):
+def _set_logging(monkeypatch, value):
+    """settings.LOGGING as a settings file would have it. Not through pytest-django's ``settings``: on
+    Django 6 its setting_changed signal applies the new LOGGING at once, which is not what is tested."""
+    from django.conf import settings as django_settings
+
+    monkeypatch.setattr(django_settings, "LOGGING", value, raising=False)
+
+
+def test_a_users_own_logging_for_automate_is_left_alone(monkeypatch):
     mine = logging.NullHandler()
     automate_logger = logging.getLogger("automate")
     before = list(automate_logger.handlers)
-    settings.LOGGING = {"version": 1, "loggers": {"automate": {"handlers": [], "level": "DEBUG"}}}
+    _set_logging(monkeypatch, {"version": 1, "loggers": {"automate": {"handlers": [], "level": "DEBUG"}}})
     automate_logger.addHandler(mine)
     try:
         assert logs.configure_django_logging() is None
@@ -152,8 +160,9 @@ def test_a_users_own_logging_for_automate_is_left_alone(settings):
         automate_logger.removeHandler(mine)
 
 
-def test_without_a_users_logging_the_automate_logger_gets_one_handler(settings):
-    settings.LOGGING = {"version": 1, "root": {"handlers": ["console"]}, "handlers": {"console": {}}}
+def test_without_a_users_logging_the_automate_logger_gets_one_handler(monkeypatch):
+    _set_logging(monkeypatch, {"version": 1, "root": {"handlers": ["console"]},
+                               "handlers": {"console": {"class": "logging.StreamHandler"}}})
     try:
         handler = logs.configure_django_logging()
         automate_logger = logging.getLogger("automate")
@@ -161,7 +170,7 @@ def test_without_a_users_logging_the_automate_logger_gets_one_handler(settings):
         assert automate_logger.propagate is False  # the root has handlers: no line twice
         assert isinstance(handler.formatter, logs.EcsFormatter)
     finally:
-        del settings.LOGGING
+        monkeypatch.undo()
         logs.configure_django_logging()
     assert logging.getLogger("automate").propagate is True
 
