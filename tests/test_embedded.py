@@ -108,9 +108,12 @@ def test_without_a_project_the_current_directory(tmp_path, no_pgdata_env):
     lonely = tmp_path / "lonely"
     lonely.mkdir()
     no_pgdata_env.chdir(lonely)
-    if project_root() is not None:  # pragma: no cover - a marker file above the temp directory
-        pytest.skip(f"{project_root()} holds a project marker")
-    assert pgdata_dir() == lonely / ".automate" / "pgdata"
+    # The temp folder may itself sit below a project marker on some machines: then that project is the
+    # answer. Worked out here independently, so the test asserts on every machine and never skips.
+    marked = [p for p in (lonely, *lonely.parents) if (p / "manage.py").exists() or (p / "pyproject.toml").exists()]
+    expected = marked[0] if marked else lonely
+    assert project_root() == (marked[0] if marked else None)
+    assert pgdata_dir() == expected / ".automate" / "pgdata"
 
 
 def test_automate_pgdata_overrides_and_a_relative_one_is_against_the_cwd(project, no_pgdata_env, tmp_path):
