@@ -93,6 +93,18 @@ FROM automate_outbox_job WHERE id = %(id)s AND kind = 'task'
 # counter: it says whether this event job already recorded runs (a crash, a lost lease, a release at
 # shutdown, a park), so the executor continues those runs instead of matching the event again. It is one
 # probe of the (event, version) unique index per claimed job.
+#
+# The claimed jobs with their events, as every claim returns them (automate.aio.store parses this shape).
+# One fragment for both claim statements, joined once at import: never assembled at run time.
+_CLAIMED_ROWS = """\
+    RETURNING j.id, j.kind, j.event_id, j.run_id, j.attempts, j.max_attempts, j.payload, j.claim_token
+)
+SELECT c.id, c.kind, c.event_id, c.run_id, c.attempts, c.max_attempts, c.payload, c.claim_token,
+       e.type, e.payload, e.source, e.traceparent, e.tracestate,
+       c.kind = 'event' AND EXISTS (SELECT 1 FROM automate_execution_run r WHERE r.event_id = c.event_id)
+FROM claimed c LEFT JOIN automate_event e ON e.id = c.event_id
+"""
+
 CLAIM_JOBS = """
 WITH claimed AS (
     UPDATE automate_outbox_job j
@@ -106,13 +118,7 @@ WITH claimed AS (
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ))
-    RETURNING j.id, j.kind, j.event_id, j.run_id, j.attempts, j.max_attempts, j.payload, j.claim_token
-)
-SELECT c.id, c.kind, c.event_id, c.run_id, c.attempts, c.max_attempts, c.payload, c.claim_token,
-       e.type, e.payload, e.source, e.traceparent, e.tracestate,
-       c.kind = 'event' AND EXISTS (SELECT 1 FROM automate_execution_run r WHERE r.event_id = c.event_id)
-FROM claimed c LEFT JOIN automate_event e ON e.id = c.event_id
-"""
+""" + _CLAIMED_ROWS
 
 # WORKER_MODE "synchronous" (automate.synchronous): the jobs one commit wrote, claimed by the committing
 # thread itself, by their event (emit_event, run_workflow) or their id (a task). Same columns as CLAIM_JOBS.
@@ -129,13 +135,7 @@ WITH claimed AS (
         ORDER BY priority DESC, id
         FOR UPDATE SKIP LOCKED
     ))
-    RETURNING j.id, j.kind, j.event_id, j.run_id, j.attempts, j.max_attempts, j.payload, j.claim_token
-)
-SELECT c.id, c.kind, c.event_id, c.run_id, c.attempts, c.max_attempts, c.payload, c.claim_token,
-       e.type, e.payload, e.source, e.traceparent, e.tracestate,
-       c.kind = 'event' AND EXISTS (SELECT 1 FROM automate_execution_run r WHERE r.event_id = c.event_id)
-FROM claimed c LEFT JOIN automate_event e ON e.id = c.event_id
-"""
+""" + _CLAIMED_ROWS
 
 # The fence: jobs given as parallel arrays of ids and claim tokens, still CLAIMED under that token.
 EXTEND_LEASES = """

@@ -66,6 +66,16 @@ def _open_jobs_for_run(run: ExecutionRun, using: str, exclude_job: int | None = 
     return list(jobs.values_list("pk", flat=True))
 
 
+def _locked_run(run_id: Any, allowed: tuple[str, ...], rule: str, using: str) -> ExecutionRun:
+    """The run, locked for this transaction, if its status is one of ``allowed``; else OperationRefused."""
+    run = ExecutionRun.objects.using(using).select_for_update().filter(pk=run_id).first()
+    if run is None:
+        raise OperationRefused(f"run {run_id} does not exist")
+    if run.status not in allowed:
+        raise OperationRefused(f"run {run.pk} is {run.status}; {rule}")
+    return run
+
+
 def _reopen(run: ExecutionRun, using: str) -> str:
     previous = run.status
     ExecutionRun.objects.using(using).filter(pk=run.pk).update(
@@ -77,11 +87,7 @@ def _reopen(run: ExecutionRun, using: str) -> str:
 def retry_run(run_id: Any, *, actor: str, using: str = DEFAULT_DB_ALIAS) -> OutboxJob:
     """Run a FAILED or CANCELLED run again from its last completed step; return the new job."""
     with transaction.atomic(using=using):
-        run = ExecutionRun.objects.using(using).select_for_update().filter(pk=run_id).first()
-        if run is None:
-            raise OperationRefused(f"run {run_id} does not exist")
-        if run.status not in _RETRYABLE:
-            raise OperationRefused(f"run {run.pk} is {run.status}; only FAILED or CANCELLED runs can be retried")
+        run = _locked_run(run_id, _RETRYABLE, "only FAILED or CANCELLED runs can be retried", using)
         busy = _open_jobs_for_run(run, using)
         if busy:
             raise OperationRefused(f"run {run.pk} still has an open job ({', '.join(map(str, busy))})")
@@ -106,11 +112,7 @@ def retry_run(run_id: Any, *, actor: str, using: str = DEFAULT_DB_ALIAS) -> Outb
 def cancel_run(run_id: Any, *, actor: str, using: str = DEFAULT_DB_ALIAS) -> None:
     """Cancel a PENDING or RUNNING run; a worker running it stops at the next step boundary."""
     with transaction.atomic(using=using):
-        run = ExecutionRun.objects.using(using).select_for_update().filter(pk=run_id).first()
-        if run is None:
-            raise OperationRefused(f"run {run_id} does not exist")
-        if run.status not in _OPEN_RUN:
-            raise OperationRefused(f"run {run.pk} is {run.status}; only PENDING or RUNNING runs can be cancelled")
+        run = _locked_run(run_id, _OPEN_RUN, "only PENDING or RUNNING runs can be cancelled", using)
         ExecutionRun.objects.using(using).filter(pk=run.pk).update(
             status=RunStatus.CANCELLED, error=f"cancelled by {actor}", finished_at=timezone.now()
         )
