@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
         "(default 9464; 0: do not serve)",
     )
     p.add_argument("--metrics-addr", default="0.0.0.0", help="address for --metrics-port (default 0.0.0.0)")  # noqa: S104
+    p.add_argument(
+        "--loop", choices=["asyncio", "uvloop"], default="asyncio",
+        help="event loop (default asyncio; uvloop needs the 'uvloop' extra: pip install 'django-automate[uvloop]')",
+    )
     return p
 
 
@@ -95,6 +99,20 @@ def build_config(args: argparse.Namespace) -> Any:
     )
 
 
+def _loop_runner(name: str) -> Any:
+    """``asyncio.run`` or ``uvloop.run`` for ``--loop``; a message (str) when uvloop is asked for but missing.
+    asyncio stays the default: uvloop is faster for psycopg's many small awaits (see benchmarks/), but it is
+    a compiled extra that not every platform has, and the worker must not change loops behind a user's back
+    because a package happens to be installed."""
+    if name == "asyncio":
+        return asyncio.run
+    try:
+        import uvloop
+    except ImportError:
+        return "--loop uvloop: uvloop is not installed (pip install 'django-automate[uvloop]')"
+    return uvloop.run
+
+
 def _cwd_on_path() -> None:
     """Put the current directory first on ``sys.path``, as ``python -m automate.aio`` and ``manage.py``
     have it: an installed console script starts with its own bin directory there instead, so
@@ -150,6 +168,10 @@ def _main(args: argparse.Namespace) -> int:
     except (ValueError, ImproperlyConfigured) as exc:
         print(f"automate-aio-worker: {exc}", file=sys.stderr)
         return 2
+    runner = _loop_runner(args.loop)
+    if isinstance(runner, str):
+        print(f"automate-aio-worker: {runner}", file=sys.stderr)
+        return 2
     problem = _start_metrics(args, cfg.conninfo)
     if problem:
         print(f"automate-aio-worker: {problem}", file=sys.stderr)
@@ -158,15 +180,9 @@ def _main(args: argparse.Namespace) -> int:
     log.info(
         f"automate-aio-worker {cfg.worker_id} db={host} concurrency={cfg.concurrency} "
         f"batch={cfg.batch_size} prefetch={cfg.prefetch_jobs} lease={cfg.lease_seconds:g}s mode={cfg.mode} "
-        f"enabled={cfg.enabled} drain={cfg.drain}",
+        f"enabled={cfg.enabled} drain={cfg.drain} loop={args.loop}",
         extra={"event_action": "automate.worker.started", "worker_id": cfg.worker_id},
     )
-    try:
-        import uvloop
-
-        runner: Any = uvloop.run
-    except ImportError:
-        runner = asyncio.run
     stats = runner(Worker(cfg).run(install_signals=True))
     log.info(
         f"automate-aio-worker {cfg.worker_id} stopped: claimed={stats.claimed} lost={stats.lost}",

@@ -23,7 +23,8 @@ SCRIPT = Path(sys.executable).parent / "automate-aio-worker"
 
 BANNER = re.compile(
     r"^automate-aio-worker (?P<id>\S+) db=(?P<db>\S+) concurrency=(?P<concurrency>\d+) batch=(?P<batch>\d+) "
-    r"prefetch=(?P<prefetch>\d+) lease=(?P<lease>[\d.]+)s mode=(?P<mode>\w+) enabled=(?P<enabled>\w+) drain=(?P<drain>\w+)$",
+    r"prefetch=(?P<prefetch>\d+) lease=(?P<lease>[\d.]+)s mode=(?P<mode>\w+) enabled=(?P<enabled>\w+) drain=(?P<drain>\w+) "
+    r"loop=(?P<loop>\w+)$",
     re.MULTILINE,
 )
 
@@ -57,6 +58,7 @@ def test_installed_script_imports_settings_from_the_current_directory(pg_conninf
     assert (banner["concurrency"], banner["batch"], banner["lease"]) == ("7", "3", "30")  # lease: the default
     assert banner["prefetch"] == "3"  # one batch beyond the semaphore, by default
     assert (banner["mode"], banner["enabled"], banner["drain"]) == ("thread", "True", "True")
+    assert banner["loop"] == "asyncio"  # the default, even though uvloop is installed here
     assert f"automate-aio-worker {banner['id']} stopped: claimed=1 lost=0" in out
 
 
@@ -75,3 +77,28 @@ def test_prefetch_is_an_option_and_a_negative_one_is_refused(pg_conninfo):
     bad = run_script(pg_conninfo, "--settings", "tests.settings", "--drain", "--prefetch", "-1")
     assert bad.returncode == 2
     assert "automate-aio-worker: prefetch must be >= 0, got -1" in bad.stderr
+
+
+def test_loop_uvloop_runs_the_worker_on_uvloop(pg_conninfo):
+    publish("cli", trigger_spec={"event": "cli"}, steps=[{"id": "t", "type": "transform", "config": {"output": 1}}])
+    emit_event("cli", {})
+    proc = run_script(pg_conninfo, "--settings", "tests.settings", "--drain", "--loop", "uvloop")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    banner = BANNER.search(log_messages(proc.stdout))
+    assert banner and banner["loop"] == "uvloop", proc.stdout
+    assert ExecutionRun.objects.get().status == "SUCCEEDED"
+
+
+def test_loop_uvloop_without_uvloop_says_how_to_install_it(pg_conninfo, tmp_path):
+    """A Python where ``import uvloop`` fails (a stand-in package that raises ImportError shadows it)."""
+    (tmp_path / "uvloop").mkdir()
+    (tmp_path / "uvloop" / "__init__.py").write_text("raise ImportError('no uvloop here')\n")
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env |= {"AUTOMATE_TEST_WORKER_DATABASE_URL": pg_conninfo, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    proc = subprocess.run([sys.executable, "-m", "automate.aio", "--settings", "tests.settings", "--drain",
+                           "--loop", "uvloop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--loop uvloop: uvloop is not installed (pip install 'django-automate[uvloop]')" in proc.stderr
+    bad = run_script(pg_conninfo, "--settings", "tests.settings", "--loop", "trio")
+    assert bad.returncode == 2 and "invalid choice: 'trio'" in bad.stderr

@@ -155,7 +155,7 @@ def test_worker_cli_banner_and_drain(pg_conninfo, tmp_path):
     out = log_messages(worker.output)  # the banner and the final line are log records (ECS lines here)
     banner = re.search(
         r"^automate-aio-worker (?P<id>\S+) db=(?P<db>\S+) concurrency=7 batch=3 prefetch=3 lease=12s mode=thread "
-        r"enabled=True drain=True$",
+        r"enabled=True drain=True loop=asyncio$",
         out,
         re.MULTILINE,
     )
