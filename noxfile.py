@@ -84,6 +84,9 @@ def migrations(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def bench(session: nox.Session) -> None:
-    """Every benchmark in benchmarks/ (figures are ratios against a baseline measured in the same run)."""
-    for script in ["bench_emit.py", "bench_rules.py", "bench_redaction.py", "bench_worker.py"]:
-        session.run("python", f"benchmarks/{script}", *session.posargs)
+    """Every benchmark against one private PostgreSQL: ``nox -s bench [-- --quick] [-- --profile]``.
+
+    Runs ``python -m benchmarks`` (benchmarks/suite.py) with the arguments after ``--``; writes
+    benchmarks/results/<date>.json, .md and one PNG per group. Needs the ``bench`` extra.
+    """
+    session.run("python", "-m", "benchmarks", *session.posargs)

@@ -46,13 +46,16 @@ __all__ = [
     "print_table",
     "ratio",
     "server_info",
+    "shown",
     "with_dbname",
     "write_results",
 ]
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
+# The suite (python -m benchmarks) points every script at its own scratch folder, so one run's files
+# never overwrite another's (or the committed ones) while it collects them.
+RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR") or BENCH_DIR / "results").resolve()
 
 
 # --- the server ----------------------------------------------------------------------------------
@@ -238,6 +241,14 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
     tmp.replace(path)
     return path
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (for messages)."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _cell(value: Any) -> str:

@@ -1,27 +1,29 @@
-"""Worker comparison: procrastinate, pgqueuer and a raw SKIP LOCKED loop, in one run against one server.
+"""Worker comparison: procrastinate, pgqueuer, automate and a raw SKIP LOCKED loop, in one run on one server.
 
     python benchmarks/bench_peers.py [--quick] [--jobs 20000] [--systems raw,procrastinate,pgqueuer]
 
-Every system runs the same three tests, each in its own fresh database on the same PostgreSQL, with its
-worker in its own process (this script, re-run with ``--worker``; or a CLI such as
-``automate-aio-worker``):
+Every system runs the tests it takes part in, each in its own fresh database on the same PostgreSQL,
+with its worker in its own process (``peers_workers.py --worker NAME``, or ``automate-aio-worker``):
 
-* ``drain``: N no-op jobs are enqueued, then one worker process drains them. jobs/s over the window from
-  the first job's start to the worker's exit after the last completion was written.
+* ``drain``: N no-op jobs are enqueued, then one worker process drains them at concurrency 200 and
+  batch 100. jobs/s over the window from the first job's start to the worker's exit after the last
+  completion was written.
 * ``io``: 5,000 jobs of ``asyncio.sleep(0.05)`` at concurrency 100: runs/s, and % of the ideal
   100 / 0.05 s = 2,000 runs/s (same window).
 * ``latency``: an idle worker (listening, as each library does by default), 200 jobs enqueued 20 ms
   apart; latency from the moment the enqueue commit returned to the moment the job function started,
   both read from the same machine clock (p50, p99).
 
-The baseline is ``raw``: a hand-written asyncio + psycopg loop that claims a batch with
-``UPDATE ... WHERE id = ANY(ARRAY(SELECT id ... FOR UPDATE SKIP LOCKED LIMIT n)) RETURNING`` and completes
-finished jobs in one statement per batch. It does nothing a queue library does besides that (no retries,
+The baseline is ``raw``: a hand-written asyncio + psycopg loop on automate's own outbox tables (events and
+jobs written as ``emit_event`` writes them) that claims a batch with ``UPDATE ... WHERE id =
+ANY(ARRAY(SELECT id ... FOR UPDATE SKIP LOCKED LIMIT n)) RETURNING`` and completes finished jobs in one
+statement per batch. It does nothing a queue library does besides that (no retries,
 no leases, no events, no heartbeats), so it is the ceiling; the others are reported as ratios to it.
 
-A system plugs in by subclassing ``System`` (``setup``, ``enqueue_many``, ``run_until_drained``,
-``probe``) and adding itself to ``SYSTEMS``. ``automate`` is registered only when ``automate.aio.cli`` can
-be imported; until then it is listed as "not available yet" and has no numbers.
+A system plugs in by subclassing ``peers_base.System`` (``setup``, ``enqueue_many``,
+``run_until_drained``, ``probe``) and adding itself in ``registered_systems()``. The automate systems
+(``peers_automate.py``: workflow runs, the same on uvloop, bare Django tasks sync and async) are
+registered only when ``automate.aio.cli`` can be imported.
 
 Writes ``benchmarks/results/peers.json`` and the chart ``benchmarks/results/peers.png``.
 """
@@ -30,449 +32,47 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
-import functools
-import importlib
 import importlib.util
 import json
-import logging
-import os
 import shutil
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import _common as common
+import peers_workers as pw
 import psycopg
-
-TESTS = ("drain", "io", "latency")
-TASK_NAME = "bench_job"
-READY_SUFFIX = ".ready"
-
+from peers_automate import automate_systems
+from peers_base import (
+    TASK_NAME,
+    TESTS,
+    DrainOutcome,
+    Enqueue,
+    NotMeasured,
+    Params,
+    System,
+    paced_enqueues,
+    run_process,
+    stop_process,
+)
 
 # =================================================================================================
-# Worker side: what runs inside a worker process started with --worker
+# The systems (the worker side of the script-run ones is in peers_workers.py, automate's in peers_automate.py)
 # =================================================================================================
-
-
-class Recorder:
-    """Timestamps taken inside the job function, written as JSON when the worker returns."""
-
-    def __init__(self, out: Path, expect: int | None) -> None:
-        self.out = out
-        self.expect = expect
-        self.first_start: float | None = None
-        self.first_cpu: float | None = None
-        self.last_end: float | None = None
-        self.tasks = 0
-        self.starts: dict[int, float] = {}
-        self.enough = asyncio.Event()  # set once `expect` jobs have started (latency mode)
-        self.also_set: list[asyncio.Event] = []  # events to set with `enough` (a worker's wake-up)
-
-    def start(self, i: int) -> None:
-        now = time.time()
-        if self.first_start is None:
-            self.first_start = now
-            self.first_cpu = time.process_time()
-        self.starts[i] = now
-        if i == 0:
-            Path(str(self.out) + READY_SUFFIX).touch()
-        if self.expect is not None and len(self.starts) >= self.expect:
-            self.enough.set()
-            for event in self.also_set:
-                event.set()
-
-    def end(self) -> None:
-        self.last_end = time.time()
-        self.tasks += 1
-
-    def dump(self, end: float, keep_starts: bool) -> None:
-        cpu = time.process_time() - self.first_cpu if self.first_cpu is not None else None
-        data = {
-            "first_start": self.first_start,
-            "last_task_end": self.last_end,
-            "end": end,
-            "tasks": self.tasks,
-            "worker_cpu_s": cpu,
-            "starts": {str(k): v for k, v in self.starts.items()} if keep_starts else {},
-        }
-        self.out.write_text(json.dumps(data))
-
-
-JobBody = Callable[[int], Awaitable[None]]
-
-
-def make_body(task: str, rec: Recorder, sleep: float) -> JobBody:
-    if task == "sleep":
-
-        async def body(i: int) -> None:
-            rec.start(i)
-            await asyncio.sleep(sleep)
-            rec.end()
-
-    else:  # noop and probe
-
-        async def body(i: int) -> None:
-            rec.start(i)
-            rec.end()
-
-    return body
-
-
-@dataclass
-class WorkerOptions:
-    db: str
-    mode: str  # "drain": exit when the queue is empty; "idle": wait for jobs until `expect` have started
-    task: str  # noop | sleep | probe
-    concurrency: int
-    batch_size: int
-    sleep: float
-    out: Path
-    expect: int | None
-
-
-async def _until(event: asyncio.Event, *tasks: asyncio.Future[Any], within: float | None = None) -> None:
-    """Wait until ``event`` is set or one of ``tasks`` is done, at most ``within`` seconds.
-
-    The tasks are only watched, never cancelled here.
-    """
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait([waiter, *tasks], timeout=within, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await waiter
-
-
-# --- raw SKIP LOCKED loop ---------------------------------------------------------------------------
-
-RAW_SCHEMA = """
-CREATE TABLE bench_job (
-    id bigserial PRIMARY KEY,
-    status text NOT NULL DEFAULT 'todo',
-    payload integer NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    claimed_at timestamptz,
-    finished_at timestamptz
-);
-CREATE INDEX bench_job_todo ON bench_job (id) WHERE status = 'todo';
-"""
-RAW_CLAIM = """
-UPDATE bench_job SET status = 'doing', claimed_at = now()
-WHERE id = ANY(ARRAY(
-    SELECT id FROM bench_job WHERE status = 'todo' ORDER BY id LIMIT %(n)s FOR UPDATE SKIP LOCKED
-))
-RETURNING id, payload
-"""
-RAW_COMPLETE = "UPDATE bench_job SET status = 'done', finished_at = now() WHERE id = ANY(%(ids)s)"
-RAW_ENQUEUE_MANY = "INSERT INTO bench_job (payload) SELECT g FROM generate_series(%(first)s::int, %(last)s::int) AS g"
-# One simple query, one transaction, one round trip: the NOTIFY is delivered when the INSERT commits.
-RAW_ENQUEUE_ONE = "INSERT INTO bench_job (payload) VALUES (%(i)s); NOTIFY bench_job"
-RAW_REMAINING = "SELECT count(*) FROM bench_job WHERE status <> 'done'"
-RAW_POLL_INTERVAL = 5.0
-
-
-async def raw_worker(opts: WorkerOptions, rec: Recorder, body: JobBody) -> None:
-    """Claim up to min(batch, free slots) jobs at a time; completions are flushed in batches.
-
-    Batching is adaptive: the claim and the completion statements each take a round trip, and whatever
-    finished or freed up during it goes into the next one.
-    """
-    aconnect = psycopg.AsyncConnection.connect
-    async with (
-        await aconnect(opts.db, autocommit=True) as claim_conn,
-        await aconnect(opts.db, autocommit=True) as done_conn,
-    ):
-        free = opts.concurrency
-        slot_freed = asyncio.Event()
-        wake = asyncio.Event()
-        finished: list[int] = []
-        finished_added = asyncio.Event()
-        closing = False
-        running: set[asyncio.Task[None]] = set()
-
-        async def run_job(job_id: int, i: int) -> None:
-            nonlocal free
-            try:
-                await body(i)
-            finally:
-                finished.append(job_id)
-                finished_added.set()
-                free += 1
-                slot_freed.set()
-
-        async def completer() -> None:
-            while True:
-                if not finished:
-                    if closing:
-                        return
-                    finished_added.clear()
-                    await finished_added.wait()
-                    continue
-                ids = finished.copy()
-                finished.clear()
-                await done_conn.execute(RAW_COMPLETE, {"ids": ids})
-
-        async def listen(conn: psycopg.AsyncConnection[Any]) -> None:
-            async for _ in conn.notifies():
-                wake.set()
-
-        rec.also_set.append(wake)
-        listen_conn = await aconnect(opts.db, autocommit=True) if opts.mode == "idle" else None
-        side: list[asyncio.Task[None]] = [asyncio.create_task(completer())]
-        try:
-            if listen_conn is not None:
-                await listen_conn.execute("LISTEN bench_job")
-                side.append(asyncio.create_task(listen(listen_conn)))
-            while not rec.enough.is_set():
-                if free == 0:
-                    slot_freed.clear()
-                    await slot_freed.wait()
-                    continue
-                wake.clear()  # before the claim: a NOTIFY arriving during it is not lost
-                cur = await claim_conn.execute(RAW_CLAIM, {"n": min(opts.batch_size, free)})
-                rows = await cur.fetchall()
-                if rows:
-                    free -= len(rows)
-                    for job_id, i in rows:
-                        task = asyncio.create_task(run_job(job_id, i))
-                        running.add(task)
-                        task.add_done_callback(running.discard)
-                    continue
-                if opts.mode == "drain":
-                    if running:
-                        await asyncio.gather(*running)
-                        continue
-                    break
-                await _until(wake, within=RAW_POLL_INTERVAL)
-            await asyncio.gather(*running)
-            closing = True
-            finished_added.set()
-            await side[0]
-        finally:
-            for task in side:
-                task.cancel()
-            await asyncio.gather(*side, return_exceptions=True)
-            if listen_conn is not None:
-                await listen_conn.close()
-
-
-# --- procrastinate --------------------------------------------------------------------------------
-
-
-def procrastinate_app(db: str, body: JobBody | None = None) -> Any:
-    import procrastinate
-
-    # It warns that an App built in __main__ gives its tasks "__main__.x" names; ours are named explicitly.
-    logging.getLogger("procrastinate.blueprints").setLevel(logging.ERROR)
-
-    # Procrastinate's pool default (psycopg_pool's min_size=4) is kept: it is what a user gets.
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=db))
-    if body is not None:
-
-        @app.task(name=TASK_NAME)
-        async def bench_job(i: int) -> None:
-            await body(i)
-
-    return app
-
-
-async def procrastinate_worker(opts: WorkerOptions, rec: Recorder, body: JobBody) -> None:
-    app = procrastinate_app(opts.db, body)
-    async with app.open_async():
-        kwargs: dict[str, Any] = {"concurrency": opts.concurrency, "install_signal_handlers": False}
-        if opts.mode == "drain":
-            await app.run_worker_async(wait=False, **kwargs)
-            return
-        worker = asyncio.create_task(app.run_worker_async(wait=True, **kwargs))
-        await _until(rec.enough, worker)
-        worker.cancel()  # procrastinate documents cancellation as a graceful stop
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
-
-
-# --- pgqueuer -------------------------------------------------------------------------------------
-
-
-def asyncpg_connect_kwargs(db: str) -> dict[str, Any]:
-    """asyncpg takes no libpq key=value string: the same target as keyword arguments."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    params = conninfo_to_dict(db)
-    kwargs: dict[str, Any] = {"database": params.get("dbname"), "user": params.get("user")}
-    if params.get("password"):
-        kwargs["password"] = params["password"]
-    if params.get("host"):
-        kwargs["host"] = params["host"]
-    if params.get("port"):
-        kwargs["port"] = int(str(params["port"]))
-    return kwargs
-
-
-async def pgqueuer_worker(opts: WorkerOptions, rec: Recorder, body: JobBody, *, driver: str) -> None:
-    from datetime import timedelta
-
-    from pgqueuer import Job, QueueManager
-    from pgqueuer.db import AsyncpgDriver, PsycopgDriver
-    from pgqueuer.domain.types import QueueExecutionMode
-    from pgqueuer.queries import Queries
-
-    if driver == "asyncpg":
-        import asyncpg
-
-        conn: Any = await asyncpg.connect(**asyncpg_connect_kwargs(opts.db))
-        pgq_driver: Any = AsyncpgDriver(conn)
-    else:
-        # pgqueuer's documented psycopg set-up: one autocommit connection for queries and LISTEN.
-        conn = await psycopg.AsyncConnection.connect(opts.db, autocommit=True)
-        pgq_driver = PsycopgDriver(conn)
-    try:
-        qm = QueueManager(Queries(pgq_driver))
-
-        @qm.entrypoint(TASK_NAME)
-        async def bench_job(job: Job) -> None:
-            await body(int(job.payload or b"0"))
-
-        # max_concurrent_tasks must be at least twice the batch size (pgqueuer checks it).
-        batch = max(1, min(opts.batch_size, opts.concurrency // 2))
-        kwargs: dict[str, Any] = {"batch_size": batch, "max_concurrent_tasks": opts.concurrency}
-        if opts.mode == "drain":
-            await qm.run(mode=QueueExecutionMode.drain, dequeue_timeout=timedelta(seconds=1), **kwargs)
-            return
-        run = asyncio.create_task(qm.run(mode=QueueExecutionMode.continuous, **kwargs))
-        await _until(rec.enough, run)
-        qm.shutdown.set()
-        await run
-    finally:
-        await conn.close()
-
-
-WORKER_MAINS: dict[str, Callable[[WorkerOptions, Recorder, JobBody], Awaitable[None]]] = {
-    "raw": raw_worker,
-    "procrastinate": procrastinate_worker,
-    "pgqueuer": functools.partial(pgqueuer_worker, driver="asyncpg"),
-    "pgqueuer-psycopg": functools.partial(pgqueuer_worker, driver="psycopg"),
-}
-
-
-def worker_entry(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="bench_peers.py --worker")
-    parser.add_argument("--worker", required=True, choices=sorted(WORKER_MAINS))
-    parser.add_argument("--db", required=True)
-    parser.add_argument("--mode", required=True, choices=["drain", "idle"])
-    parser.add_argument("--task", required=True, choices=["noop", "sleep", "probe"])
-    parser.add_argument("--concurrency", type=int, required=True)
-    parser.add_argument("--batch-size", type=int, required=True)
-    parser.add_argument("--sleep", type=float, default=0.05)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--expect", type=int, default=None)
-    parser.add_argument("--uvloop", action="store_true")
-    a = parser.parse_args(argv)
-    opts = WorkerOptions(a.db, a.mode, a.task, a.concurrency, a.batch_size, a.sleep, a.out, a.expect)
-
-    async def main() -> None:
-        rec = Recorder(opts.out, opts.expect)
-        body = make_body(opts.task, rec, opts.sleep)
-        await WORKER_MAINS[a.worker](opts, rec, body)
-        rec.dump(time.time(), keep_starts=opts.task == "probe")
-
-    _run(main(), a.uvloop)
-    return 0
-
-
-def _run(coro: Awaitable[Any], use_uvloop: bool) -> Any:
-    if use_uvloop:
-        import uvloop
-
-        return uvloop.run(coro)  # type: ignore[arg-type]
-    return asyncio.run(coro)  # type: ignore[arg-type]
-
-
-# =================================================================================================
-# Harness side: the systems
-# =================================================================================================
-
-
-@dataclass
-class Params:
-    jobs: int
-    io_jobs: int
-    io_sleep: float
-    io_concurrency: int
-    drain_concurrency: int
-    batch_size: int
-    latency_jobs: int
-    latency_interval: float
-    uvloop: bool
-    workdir: Path
-
-
-Enqueue = Callable[[int], Awaitable[float | None]]
-
-
-@dataclass
-class DrainOutcome:
-    jobs: int
-    seconds: float
-    method: str
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-class NotMeasured(Exception):
-    """A system cannot run this test yet; the message says why. Reported, never faked."""
-
-
-class System:
-    """One job system under test. Override the async methods; the harness does the rest."""
-
-    name: ClassVar[str]
-    label: ClassVar[str]
-    notes: ClassVar[str] = ""
-
-    async def setup(self, db: str) -> None:
-        """Create the system's schema in the fresh database ``db``, the way its documentation says."""
-        raise NotImplementedError
-
-    async def enqueue_many(self, db: str, n: int, task: str) -> None:
-        """Enqueue jobs with payloads 1..n; ``task`` is noop or sleep (most systems leave it to the worker)."""
-        raise NotImplementedError
-
-    async def remaining(self, db: str) -> int:
-        """Jobs not yet completed (checked after a drain: must be 0)."""
-        raise NotImplementedError
-
-    async def run_until_drained(self, db: str, task: str, concurrency: int, p: Params) -> DrainOutcome:
-        """Start one worker process on the enqueued jobs; return when it has exited with the queue empty."""
-        raise NotImplementedError
-
-    def probe(self, db: str) -> contextlib.AbstractAsyncContextManager[Enqueue]:
-        """An enqueuer for the latency test: ``await enqueue(i)`` returns once job i is committed.
-
-        It may return the commit time itself (when it does more after the commit); else the moment it
-        returned is taken as the commit time.
-        """
-        raise NotImplementedError
-
-    async def run_latency(self, db: str, p: Params) -> dict[int, tuple[float, float]]:
-        """{i: (commit time, start time)} for jobs 1..latency_jobs enqueued to an idle worker."""
-        raise NotImplementedError
 
 
 class ScriptWorkerSystem(System):
-    """A system whose worker is this script re-run with ``--worker <name>`` (timestamps from the job)."""
+    """A system whose worker is ``peers_workers.py --worker <name>`` (timestamps from the job)."""
 
     def _worker_cmd(self, db: str, *, mode: str, task: str, concurrency: int, p: Params, out: Path,
                     expect: int | None = None) -> list[str]:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", self.name, "--db", db,
+        cmd = [sys.executable, pw.__file__, "--worker", self.name, "--db", db,
                "--mode", mode, "--task", task, "--concurrency", str(concurrency),
-               "--batch-size", str(p.batch_size), "--sleep", str(p.io_sleep), "--out", str(out)]
+               "--batch-size", str(self.batch_for(p, concurrency)), "--sleep", str(p.io_sleep), "--out", str(out)]
         if expect is not None:
             cmd += ["--expect", str(expect)]
         if p.uvloop:
@@ -499,9 +99,9 @@ class ScriptWorkerSystem(System):
 
     async def run_latency(self, db: str, p: Params) -> dict[int, tuple[float, float]]:
         out = p.workdir / f"{self.name}-latency.json"
-        ready = Path(str(out) + READY_SUFFIX)
+        ready = Path(str(out) + pw.READY_SUFFIX)
         n = p.latency_jobs
-        cmd = self._worker_cmd(db, mode="idle", task="probe", concurrency=p.io_concurrency, p=p, out=out,
+        cmd = self._worker_cmd(db, mode="idle", task="probe", concurrency=p.latency_concurrency, p=p, out=out,
                                expect=n + 1)
         commits: dict[int, float] = {}
         proc = await asyncio.create_subprocess_exec(*cmd)
@@ -514,7 +114,7 @@ class ScriptWorkerSystem(System):
                         raise RuntimeError(f"{self.name}: the worker never started the warm-up job")
                     await asyncio.sleep(0.01)
                 await asyncio.sleep(0.5)  # idle again
-                await _paced_enqueues(enqueue, n, p.latency_interval, commits)
+                await paced_enqueues(enqueue, n, p.latency_interval, commits)
             await asyncio.wait_for(proc.wait(), timeout=60)
         finally:
             await stop_process(proc)
@@ -527,19 +127,24 @@ class ScriptWorkerSystem(System):
 class RawSystem(ScriptWorkerSystem):
     name = "raw"
     label = "raw SKIP LOCKED loop"
-    notes = "asyncio + psycopg; batch claim UPDATE ... ANY(ARRAY(SELECT ... SKIP LOCKED)); batch complete"
+    notes = ("asyncio + psycopg on automate's outbox; claims min(batch, free slots) with UPDATE ... "
+             "ANY(ARRAY(SELECT ... SKIP LOCKED)); completes finished jobs in one UPDATE per batch")
+
+    def settings(self, p: Params) -> str:
+        return (f"this script's loop on automate's outbox tables (asyncio + psycopg): claims min({p.batch_size}, "
+                "free slots) per UPDATE ... SKIP LOCKED, completes in batches, LISTEN automate_outbox; "
+                "no runs, retries, leases or heartbeats")
 
     async def setup(self, db: str) -> None:
-        async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
-            await conn.execute(RAW_SCHEMA)
+        await asyncio.to_thread(common.migrate_automate, db)
 
     async def enqueue_many(self, db: str, n: int, task: str) -> None:
         async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
-            await conn.execute(RAW_ENQUEUE_MANY, {"first": 1, "last": n})
+            await conn.execute(pw.RAW_ENQUEUE_MANY, {"first": 1, "last": n})
 
     async def remaining(self, db: str) -> int:
         async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
-            row = await (await conn.execute(RAW_REMAINING)).fetchone()
+            row = await (await conn.execute(pw.RAW_REMAINING)).fetchone()
         return int(row[0]) if row else -1
 
     @contextlib.asynccontextmanager
@@ -548,7 +153,7 @@ class RawSystem(ScriptWorkerSystem):
         try:
 
             async def enqueue(i: int) -> None:
-                await conn.execute(RAW_ENQUEUE_ONE, {"i": i})
+                await conn.execute(pw.RAW_ENQUEUE_ONE, {"i": i})
 
             yield enqueue
         finally:
@@ -560,13 +165,17 @@ class ProcrastinateSystem(ScriptWorkerSystem):
     label = "procrastinate"
     notes = "PsycopgConnector (async), default pool; one job fetched per query; run_worker_async(concurrency=N)"
 
+    def settings(self, p: Params) -> str:
+        return ("procrastinate defaults: PsycopgConnector (async, psycopg_pool's default size), "
+                "run_worker_async(concurrency=N), listen_notify on; no batch option (one job per fetch)")
+
     async def setup(self, db: str) -> None:
-        app = procrastinate_app(db)
+        app = pw.procrastinate_app(db)
         async with app.open_async():
             await app.schema_manager.apply_schema_async()
 
     async def enqueue_many(self, db: str, n: int, task: str) -> None:
-        app = procrastinate_app(db)
+        app = pw.procrastinate_app(db)
         async with app.open_async():
             deferrer = app.configure_task(TASK_NAME)
             for first in range(1, n + 1, 1000):
@@ -580,7 +189,7 @@ class ProcrastinateSystem(ScriptWorkerSystem):
 
     @contextlib.asynccontextmanager
     async def probe(self, db: str) -> AsyncIterator[Enqueue]:
-        app = procrastinate_app(db)
+        app = pw.procrastinate_app(db)
         async with app.open_async():
             deferrer = app.configure_task(TASK_NAME)
 
@@ -595,7 +204,19 @@ class PgqueuerSystem(ScriptWorkerSystem):
 
     name = "pgqueuer"
     label = "pgqueuer (asyncpg)"
-    notes = "AsyncpgDriver (one connection); batch_size=min(batch, concurrency/2); max_concurrent_tasks=N"
+    notes = "AsyncpgDriver (one connection); batch_size=--batch-size; max_concurrent_tasks=N"
+
+    def batch_for(self, p: Params, concurrency: int) -> int:
+        # pgqueuer refuses max_concurrent_tasks < 2 x batch_size; only a test whose concurrency is below
+        # twice the batch (io at 100 with batch 100) runs it with the largest batch it accepts.
+        return max(1, min(p.batch_size, concurrency // 2))
+
+    def settings(self, p: Params) -> str:
+        io = self.batch_for(p, p.io_concurrency)
+        lowered = (f" (io test: {io}, the most it accepts at concurrency {p.io_concurrency})"
+                   if io < p.batch_size else "")
+        return (f"QueueManager on AsyncpgDriver (one connection), run(batch_size={p.batch_size}{lowered}, "
+                "max_concurrent_tasks=N)")
 
     @contextlib.asynccontextmanager
     async def _queries(self, db: str) -> AsyncIterator[Any]:
@@ -643,203 +264,8 @@ class PgqueuerPsycopgSystem(PgqueuerSystem):
     label = "pgqueuer (psycopg)"
     notes = "PsycopgDriver (one autocommit connection shared by queries and LISTEN)"
 
-
-AUTOMATE_SETTINGS = {"POLICY": {"python_allowlist": ["bench_peers.automate_*"]}}
-AUTOMATE_EVENT = {"noop": "bench.noop", "sleep": "bench.sleep", "probe": "bench.probe"}
-AUTOMATE_PUBLISH = """
-import json, sys
-import django
-django.setup()
-from automate.workflows import publish
-for slug, event, kwargs in json.loads(sys.argv[1]):
-    publish(slug, trigger_spec={"event": event},
-            steps=[{"id": "job", "type": "python",
-                    "config": {"callable": "bench_peers.automate_job", "kwargs": kwargs}}])
-"""
-AUTOMATE_ENQUEUE_MANY = """
-WITH ev AS (
-    INSERT INTO automate_event (id, type, payload, source, traceparent, tracestate, created_at)
-    SELECT gen_random_uuid(), %(type)s, jsonb_build_object('i', g), '', '', '', now()
-    FROM generate_series(1, %(n)s::int) AS g
-    RETURNING id
-)
-INSERT INTO automate_outbox_job (kind, status, priority, event_id, available_at, attempts, max_attempts)
-SELECT 'event', 'PENDING', 0, ev.id, now(), 0, 4 FROM ev
-"""
-
-_probe_out: Any = None
-
-
-async def automate_job(i: int, sleep: float = 0.0) -> None:
-    """The automate workflows' one python step: record its start (like the Recorder), maybe sleep.
-
-    Runs inside ``automate-aio-worker`` (module ``bench_peers``, allowlisted through
-    ``BENCH_AUTOMATE_SETTINGS``). Start times go to ``$BENCH_PROBE_FILE``, buffered and written at exit,
-    or line by line when ``$BENCH_PROBE_FLUSH`` is set (the latency test watches the file).
-    """
-    now = time.time()
-    out = _probe_out or _open_probe_file()
-    if out is not None:
-        out.write(f"{i} {now}\n")
-    if sleep:
-        await asyncio.sleep(sleep)
-
-
-def _open_probe_file() -> Any:
-    global _probe_out
-    if os.environ.get("BENCH_PROBE_FILE"):
-        buffering = 1 if os.environ.get("BENCH_PROBE_FLUSH") else 1 << 20
-        _probe_out = open(os.environ["BENCH_PROBE_FILE"], "a", buffering=buffering)  # noqa: SIM115
-        atexit.register(_probe_out.close)
-    return _probe_out
-
-
-def _read_probe_file(path: Path) -> dict[int, float]:
-    starts: dict[int, float] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 2:
-                starts[int(parts[0])] = float(parts[1])
-    return starts
-
-
-class AutomateSystem(System):
-    """The project's own worker, ``automate-aio-worker`` (registered only once automate.aio.cli exists).
-
-    A job is an event matched by one workflow of one ``python`` step (``bench_peers.automate_job``): the
-    step is the no-op, the sleep or the probe, so each job is a whole workflow run (ExecutionRun and
-    StepRun rows included), the unit of work automate exists for. The schema comes from Django's
-    migrate, the workflows from ``automate.workflows.publish``. Drain and io are timed from the first
-    step start to the worker's exit (``--drain``); latency from the enqueue commit to the step start, the
-    enqueuer doing what ``emit_event`` does on the wire (the INSERT's commit, then NOTIFY automate_outbox).
-    """
-
-    name = "automate"
-    label = "automate-aio-worker"
-    notes = "automate-aio-worker [--drain] --concurrency N --batch-size N; one python step per workflow run"
-
-    def __init__(self, io_sleep: float) -> None:
-        self.io_sleep = io_sleep
-
-    def _env(self, db: str, **extra: str) -> dict[str, str]:
-        return common.child_env(db, BENCH_AUTOMATE_SETTINGS=json.dumps(AUTOMATE_SETTINGS), **extra)
-
-    async def setup(self, db: str) -> None:
-        await asyncio.to_thread(common.migrate_automate, db)
-        workflows = [
-            ["bench-noop", AUTOMATE_EVENT["noop"], {"i": "{{ event.payload.i }}"}],
-            ["bench-sleep", AUTOMATE_EVENT["sleep"], {"i": "{{ event.payload.i }}", "sleep": self.io_sleep}],
-            ["bench-probe", AUTOMATE_EVENT["probe"], {"i": "{{ event.payload.i }}"}],
-        ]
-        await run_process([sys.executable, "-c", AUTOMATE_PUBLISH, json.dumps(workflows)], env=self._env(db),
-                          within=120)
-
-    async def enqueue_many(self, db: str, n: int, task: str) -> None:
-        async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
-            await conn.execute(AUTOMATE_ENQUEUE_MANY, {"type": AUTOMATE_EVENT[task], "n": n})
-
-    async def remaining(self, db: str) -> int:
-        async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
-            cur = await conn.execute("SELECT count(*) FROM automate_outbox_job WHERE status IN ('PENDING', 'CLAIMED')")
-            row = await cur.fetchone()
-        return int(row[0]) if row else -1
-
-    def _cmd(self, concurrency: int, p: Params, *, drain: bool) -> list[str]:
-        exe = shutil.which("automate-aio-worker", path=str(Path(sys.executable).parent))
-        run_main = "import sys; from automate.aio.cli import main; sys.exit(main())"
-        cmd = [exe] if exe else [sys.executable, "-c", run_main]
-        cmd += ["--concurrency", str(concurrency), "--batch-size", str(p.batch_size), "--log-level", "WARNING"]
-        return [*cmd, "--drain"] if drain else cmd
-
-    async def run_until_drained(self, db: str, task: str, concurrency: int, p: Params) -> DrainOutcome:
-        probe = p.workdir / f"{self.name}-{task}.starts"
-        started = time.perf_counter()
-        await run_process(self._cmd(concurrency, p, drain=True), env=self._env(db, BENCH_PROBE_FILE=str(probe)),
-                          within=max(300.0, p.jobs / 20))
-        end = time.time()
-        wall = time.perf_counter() - started
-        starts = await asyncio.to_thread(_read_probe_file, probe)
-        if not starts:
-            raise RuntimeError("automate: the worker ran no step")
-        return DrainOutcome(
-            jobs=len(starts),
-            seconds=end - min(starts.values()),
-            method="first step start -> worker process exit (--drain: outbox empty), this machine's clock",
-            detail={"tail_after_last_job_s": round(end - max(starts.values()), 4), "wall_s": round(wall, 3)},
-        )
-
-    @contextlib.asynccontextmanager
-    async def probe(self, db: str) -> AsyncIterator[Enqueue]:
-        from automate import queries
-
-        conn = await psycopg.AsyncConnection.connect(db, autocommit=True)
-        try:
-
-            async def enqueue(i: int) -> float:
-                await conn.execute(queries.EMIT_EVENT, {
-                    "id": uuid.uuid4(), "type": AUTOMATE_EVENT["probe"], "payload": json.dumps({"i": i}),
-                    "source": "", "dedupe_key": None, "traceparent": "", "tracestate": "", "max_attempts": 4,
-                })
-                committed = time.time()
-                # emit_event's wake-up, after the commit: its round trip counts in the latency, as it would.
-                await conn.execute(queries.NOTIFY_OUTBOX)
-                return committed
-
-            yield enqueue
-        finally:
-            await conn.close()
-
-    async def run_latency(self, db: str, p: Params) -> dict[int, tuple[float, float]]:
-        probe_file = p.workdir / f"{self.name}-latency.starts"
-        n = p.latency_jobs
-        env = self._env(db, BENCH_PROBE_FILE=str(probe_file), BENCH_PROBE_FLUSH="1")
-        proc = await asyncio.create_subprocess_exec(*self._cmd(p.io_concurrency, p, drain=False), env=env)
-        commits: dict[int, float] = {}
-        try:
-            async with self.probe(db) as enqueue:
-                await enqueue(0)
-                deadline = time.monotonic() + 120
-                while 0 not in await asyncio.to_thread(_read_probe_file, probe_file):
-                    if proc.returncode is not None or time.monotonic() > deadline:
-                        raise RuntimeError("automate: the worker never started the warm-up job")
-                    await asyncio.sleep(0.02)
-                await asyncio.sleep(0.5)
-                await _paced_enqueues(enqueue, n, p.latency_interval, commits)
-            deadline = time.monotonic() + 60
-            while len(await asyncio.to_thread(_read_probe_file, probe_file)) < n + 1:
-                if proc.returncode is not None or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.05)
-        finally:
-            await stop_process(proc)
-        starts = await asyncio.to_thread(_read_probe_file, probe_file)
-        return {i: (commits[i], starts[i]) for i in commits if i in starts}
-
-
-async def _paced_enqueues(enqueue: Enqueue, n: int, interval: float, commits: dict[int, float]) -> None:
-    """Enqueue probes 1..n, ``interval`` seconds apart on the loop's clock; record each commit time."""
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    for i in range(1, n + 1):
-        delay = t0 + (i - 1) * interval - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        commits[i] = await _timed_enqueue(enqueue, i)
-
-
-async def _timed_enqueue(enqueue: Enqueue, i: int) -> float:
-    """Run ``enqueue(i)``; its commit time is what it returns, else the moment it returned."""
-    commit = await enqueue(i)
-    return commit if commit is not None else time.time()
-
-
-def automate_available() -> tuple[bool, str]:
-    try:
-        importlib.import_module("automate.aio.cli")
-    except ImportError as exc:
-        return False, f"not available yet (automate.aio.cli cannot be imported: {exc})"
-    return True, ""
+    def settings(self, p: Params) -> str:
+        return "the same on PsycopgDriver (one autocommit connection shared by queries and LISTEN)"
 
 
 def registered_systems(io_sleep: float) -> tuple[list[System], dict[str, str], set[str]]:
@@ -854,41 +280,13 @@ def registered_systems(io_sleep: float) -> tuple[list[System], dict[str, str], s
     else:
         unavailable["pgqueuer"] = "not available (asyncpg, pgqueuer's primary driver, is not installed)"
     systems.append(PgqueuerPsycopgSystem())
-    ok, why = automate_available()
-    if ok:
-        systems.append(AutomateSystem(io_sleep))
-    else:
-        unavailable["automate"] = why
-    return systems, unavailable, optional
+    ours, missing = automate_systems(io_sleep)
+    return systems + ours, {**unavailable, **missing}, optional
 
 
 # =================================================================================================
 # Harness side: processes and tests
 # =================================================================================================
-
-
-async def run_process(cmd: list[str], *, env: dict[str, str] | None = None, within: float) -> None:
-    proc = await asyncio.create_subprocess_exec(*cmd, env=env)
-    try:
-        await asyncio.wait_for(proc.wait(), timeout=within)
-    finally:
-        await stop_process(proc)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{Path(cmd[0]).name} ... exited with {proc.returncode}: {' '.join(cmd[1:6])} ...")
-
-
-async def stop_process(proc: asyncio.subprocess.Process) -> None:
-    """Terminate a worker we started if it is still running (SIGTERM, then SIGKILL)."""
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), timeout=10)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
 
 
 async def commit_probe(admin: str) -> dict[str, float]:
@@ -926,6 +324,7 @@ async def test_drain(system: System, admin: str, p: Params, *, io: bool) -> dict
     result: dict[str, Any] = {
         "jobs": n,
         "concurrency": concurrency,
+        "batch_size": system.batch_for(p, concurrency),
         "seconds": round(outcome.seconds, 4),
         "jobs_per_s": round(rate, 1),
         "enqueue_s": round(enqueue_s, 3),
@@ -948,6 +347,8 @@ async def test_latency(system: System, admin: str, p: Params) -> dict[str, Any]:
     return {
         "jobs": p.latency_jobs,
         "interval_s": p.latency_interval,
+        "concurrency": p.latency_concurrency,
+        "batch_size": system.batch_for(p, p.latency_concurrency),
         "observed": len(lat),
         "missing": p.latency_jobs - len(lat),
         **common.latency_summary(lat),
@@ -1003,33 +404,40 @@ def chart(results: dict[str, Any], names: list[str], p: Params, path: Path) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
-    colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.6))
+    palette = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
+    colors = {s: palette[i % len(palette)] for i, s in enumerate(names)}
 
-    def bars(ax: Any, values: list[float | None], title: str, ylabel: str) -> None:
-        xs = range(len(names))
+    def ran(test: str) -> list[str]:
+        return [s for s in names if test in results.get(s, {})]
+
+    def bars(ax: Any, test: str, key: str, title: str, ylabel: str) -> None:
+        shown = ran(test)
+        values = [_get(results, s, test, key) for s in shown]
+        xs = range(len(shown))
         heights = [v or 0 for v in values]
-        ax.bar(xs, heights, color=colors[: len(names)])
-        ax.set_xticks(list(xs), names, rotation=15)
+        ax.bar(xs, heights, color=[colors[s] for s in shown])
+        ax.set_xticks(list(xs), shown, rotation=20, ha="right", fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel)
         for x, v in zip(xs, values, strict=True):
             ax.annotate("n/a" if v is None else f"{v:,.0f}" if v >= 10 else f"{v:.1f}", (x, v or 0),
                         ha="center", va="bottom", fontsize=8)
 
-    bars(axes[0], [_get(results, s, "drain", "jobs_per_s") for s in names],
-         f"drain {p.jobs:,} no-op jobs", "jobs/s (higher is better)")
-    bars(axes[1], [_get(results, s, "io", "jobs_per_s") for s in names],
-         f"{p.io_jobs:,} x sleep({p.io_sleep:g}s), concurrency {p.io_concurrency}", "runs/s (higher is better)")
+    bars(axes[0], "drain", "jobs_per_s", f"drain {p.jobs:,} no-op jobs, concurrency {p.drain_concurrency}",
+         "jobs/s (higher is better)")
+    bars(axes[1], "io", "jobs_per_s", f"{p.io_jobs:,} x sleep({p.io_sleep:g}s), concurrency {p.io_concurrency}",
+         "runs/s (higher is better)")
     ideal = p.io_concurrency / p.io_sleep
     axes[1].axhline(ideal, color="grey", linestyle="--", linewidth=1)
-    axes[1].annotate(f"ideal {ideal:,.0f}/s", (len(names) - 0.5, ideal), ha="right", va="bottom", fontsize=8)
-    x = list(range(len(names)))
-    p50 = [_get(results, s, "latency", "p50_ms") or 0 for s in names]
-    p99 = [_get(results, s, "latency", "p99_ms") or 0 for s in names]
+    axes[1].annotate(f"ideal {ideal:,.0f}/s", (len(ran("io")) - 0.5, ideal), ha="right", va="bottom", fontsize=8)
+    lat = ran("latency")
+    x = list(range(len(lat)))
+    p50 = [_get(results, s, "latency", "p50_ms") or 0 for s in lat]
+    p99 = [_get(results, s, "latency", "p99_ms") or 0 for s in lat]
     axes[2].bar([i - 0.2 for i in x], p50, width=0.4, label="p50", color="#4c72b0")
     axes[2].bar([i + 0.2 for i in x], p99, width=0.4, label="p99", color="#dd8452")
-    axes[2].set_xticks(x, names, rotation=15)
+    axes[2].set_xticks(x, lat, rotation=20, ha="right", fontsize=8)
     axes[2].set_title(f"wake latency, {p.latency_jobs} jobs {p.latency_interval * 1000:g} ms apart", fontsize=10)
     axes[2].set_ylabel("ms, commit -> job start (lower is better)")
     axes[2].legend(fontsize=8)
@@ -1051,10 +459,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--io-jobs", type=int, default=None, help="sleep jobs (default 5000; quick 1000)")
     parser.add_argument("--io-sleep", type=float, default=0.05, help="seconds each io job sleeps (default 0.05)")
     parser.add_argument("--io-concurrency", type=int, default=100, help="concurrency of the io test (default 100)")
-    parser.add_argument("--drain-concurrency", type=int, default=100,
-                        help="concurrency of the drain test (default 100)")
-    parser.add_argument("--batch-size", type=int, default=50,
-                        help="claim batch where the system has one (default 50; pgqueuer: at most concurrency/2)")
+    parser.add_argument("--drain-concurrency", type=int, default=200,
+                        help="concurrency of the drain and latency tests (default 200: pgqueuer wants at least "
+                             "twice the batch)")
+    parser.add_argument("--batch-size", type=int, default=100,
+                        help="claim batch of every system that has one (default 100; pgqueuer's io test: at most "
+                             "io concurrency / 2, the most it accepts)")
     parser.add_argument("--latency-jobs", type=int, default=None, help="latency probes (default 200; quick 50)")
     parser.add_argument("--latency-interval", type=float, default=0.02, help="seconds between probes (0.02)")
     parser.add_argument("--systems", default=None, help="comma-separated subset (default: all registered)")
@@ -1098,6 +508,8 @@ async def amain(args: argparse.Namespace) -> int:
             # Test by test, every system in turn: slow drift on a shared machine spreads over all of them.
             for test in args.test_list:
                 for system in systems:
+                    if test not in system.tests:
+                        continue
                     t = time.perf_counter()
                     try:
                         if test == "latency":
@@ -1113,7 +525,7 @@ async def amain(args: argparse.Namespace) -> int:
                         res = f"failed: {type(exc).__name__}: {exc}"
                         summary = res
                     results[system.name][test] = res
-                    print(f"  {test:<8} {system.name:<14} {summary}  ({time.perf_counter() - t:.1f}s)",
+                    print(f"  {test:<8} {system.name:<16} {summary}  ({time.perf_counter() - t:.1f}s)",
                           file=sys.stderr)
             commit_after = await commit_probe(admin)
     finally:
@@ -1137,7 +549,8 @@ async def amain(args: argparse.Namespace) -> int:
         "server": server,
         "commit_latency": {"before": commit_before, "after": commit_after},
         "machine": common.machine_info(),
-        "systems": {s.name: {"label": s.label, "notes": s.notes} for s in systems},
+        "systems": {s.name: {"label": s.label, "notes": s.notes, "settings": s.settings(p), "tests": list(s.tests)}
+                    for s in systems},
         "unavailable": unavailable,
         "results": results,
         "wall_seconds": round(time.perf_counter() - began, 1),
@@ -1149,7 +562,7 @@ async def amain(args: argparse.Namespace) -> int:
           "stays under about 1000/p50 jobs/s)")
     png = common.RESULTS_DIR / "peers.png"
     chart(results, names, p, png)
-    print(f"results: {path.relative_to(common.REPO_ROOT)}, {png.relative_to(common.REPO_ROOT)}  "
+    print(f"results: {common.shown(path)}, {common.shown(png)}  "
           f"({data['wall_seconds']}s)")
     failed = [f"{s} {t}" for s in names for t in TESTS if str(results[s].get(t, "")).startswith("failed")]
     if failed:
@@ -1166,7 +579,7 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for dist in ("procrastinate", "pgqueuer", "psycopg", "psycopg-pool", "django-automate"):
+    for dist in ("procrastinate", "pgqueuer", "asyncpg", "psycopg", "psycopg-pool", "uvloop", "django-automate"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
@@ -1177,9 +590,9 @@ def _versions() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--worker" in argv:
-        return worker_entry(argv)
+        return pw.worker_entry(argv)
     args = parse_args(argv)
-    return _run(amain(args), args.uvloop)
+    return pw._run(amain(args), args.uvloop)
 
 
 if __name__ == "__main__":

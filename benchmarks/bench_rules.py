@@ -5,9 +5,9 @@
 
 Both peers install a top-level ``json_logic`` package, so each engine runs in its own subprocess, and
 each peer is installed (``pip install --target``) into its own folder under
-``~/.cache/django-automate/bench-peers``. Every engine's outputs are checked against automate's before
-its speed counts: a rule a peer cannot run, or answers differently, is reported and left out of the
-ratios. Prints a table; writes ``benchmarks/results/rules.json``.
+``benchmarks/.peers-cache`` (inside the repository, ignored by git). Every engine's outputs are checked
+against automate's before its speed counts: a rule a peer cannot run, or answers differently, is
+reported and left out of the ratios. Prints a table; writes ``benchmarks/results/rules.json``.
 
 Timing: each (engine, rule) runs in rounds of about ``seconds / rounds`` of CPU time, and every engine
 runs ``passes`` times (in alternating order). Evaluations per second are per second of the process's
@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "rules.json"
 PEERS = {"json-logic": "0.6.3", "json-logic-qubit": "0.9.1"}
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "django-automate" / "bench-peers"
+# Inside the repository (nothing here reads a path outside it); the folder ignores itself (.gitignore).
+CACHE = ROOT / "benchmarks" / ".peers-cache"
 
 # -- workloads ----------------------------------------------------------------------------------------
 
@@ -247,6 +247,8 @@ def worker(engine: str, path: str | None, seconds: float, rounds: int) -> dict[s
 
 
 def _install(dist: str, version: str) -> Path | None:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    (CACHE / ".gitignore").write_text("*\n")
     target = CACHE / f"{dist}-{version}"
     if (target / "json_logic" / "__init__.py").exists():
         return target
@@ -357,9 +359,9 @@ def main() -> None:
         report["precompiled_min_ratio"] = min(pre_ratios)
 
     _print(report, list(runs))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+    import _common as common  # after the workers: they import only what they measure
+
+    print(f"\nwrote {common.shown(common.write_results('rules', report))}")
 
 
 def _print(report: dict[str, Any], engines: list[str]) -> None:

@@ -1,12 +1,12 @@
 """Django tasks through one automate-aio-worker, next to the event drain, in one run on one server.
 
-    python benchmarks/bench_tasks.py [--n 5000] [--rounds 3]
+    python benchmarks/bench_tasks.py [--n 5000] [--rounds 3] [--concurrency 1000 --batch-size 500 --loop asyncio]
 
 Each round, in fresh databases: N no-op events matched by a one-step ``transform`` workflow (the full
 record path: Event, ExecutionRun, StepRun, job COMPLETED), then N no-op sync tasks (``@task def noop()``,
 run in the worker's thread pool, result stored in ``payload.result``), then N no-op async tasks (on the
-worker's loop). One worker, ``--concurrency 1000 --batch-size 500``; timed from the worker's banner
-(start-up done) to its ``--drain`` exit. Results in ``benchmarks/results/tasks.json``.
+worker's loop). One worker, ``--concurrency 1000 --batch-size 500 --loop asyncio`` by default; timed
+from the worker's banner (start-up done) to its ``--drain`` exit. Results in ``benchmarks/results/tasks.json``.
 """
 
 from __future__ import annotations
@@ -70,9 +70,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=5_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = ap.parse_args()
-    n = args.n
-    results: dict[str, Any] = {"benchmark": "tasks", "machine": common.machine_info(), "n": n, "rounds": []}
+    n, conc, batch = args.n, args.concurrency, args.batch_size
+    bw.WORKER_LOOP = args.loop
+    results: dict[str, Any] = {"benchmark": "tasks", "machine": common.machine_info(), "n": n, "rounds": [],
+                               "worker": f"--concurrency {conc} --batch-size {batch} --loop {args.loop}"}
     with tempfile.TemporaryDirectory() as tmp, common.postgres_server() as admin:
         workdir = Path(tmp)
         bw._steps_module(workdir)
@@ -81,7 +86,7 @@ def main() -> int:
         for r in range(args.rounds):
             row: dict[str, float] = {}
             db = bw._prepare(admin, f"bench_tasks_events_{r}", workdir, bw.NOOP, n)
-            seconds, _ = bw._drain(db, workdir, 1, 1000, 500)
+            seconds, _ = bw._drain(db, workdir, 1, conc, batch)
             counts = bw._counts(db)
             assert counts["runs"] == counts["completed"] == n, counts
             row["events_per_s"] = n / seconds
@@ -90,7 +95,7 @@ def main() -> int:
                                 ("async_tasks_per_s", "bench_task_funcs.anoop")):
                 name = f"bench_tasks_{label}_{r}"
                 db = _tasks_db(admin, name, func, n)
-                seconds, _ = bw._drain(db, workdir, 1, 1000, 500)
+                seconds, _ = bw._drain(db, workdir, 1, conc, batch)
                 counts = _task_counts(db)
                 assert counts == {"successful": n, "total": n}, counts
                 row[label] = n / seconds
@@ -109,7 +114,7 @@ def main() -> int:
           f"{med['async_tasks_per_s'] / med['events_per_s']:.0%}"]],
         title="Django tasks on automate-aio-worker",
     )
-    print(f"results: {common.write_results('tasks', results)}")
+    print(f"results: {common.shown(common.write_results('tasks', results))}")
     print(json.dumps(med))
     return 0
 

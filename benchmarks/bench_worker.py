@@ -1,6 +1,7 @@
 """automate-aio-worker on its own: the full record path, scaling out, memory in flight, and a soak.
 
-    python benchmarks/bench_worker.py [--events 20000] [--soak 100000] [--quick]
+    python benchmarks/bench_worker.py [--events 20000] [--soak 100000] [--quick] [--parts record,scale,...]
+    python benchmarks/bench_worker.py --profile OUT.html [--events 20000]
 
 Every figure comes from one run against one server (a private embedded PostgreSQL unless
 BENCH_DATABASE_URL is set), each measure in a fresh database:
@@ -9,11 +10,19 @@ BENCH_DATABASE_URL is set), each measure in a fresh database:
    (``--drain``), fully recorded (Event, ExecutionRun, StepRun, job COMPLETED). Baseline in the same run:
    a hand-written batch claim/complete loop over the same outbox (no runs, no steps: the ceiling for
    moving jobs at all, the "raw loop" of the foundation issue).
-2. scale-out: the same N events with 1, 2 and 4 worker processes; total throughput, and a check that no
-   event ran twice (exactly one ExecutionRun per event, one StepRun per run).
+2. scale-out: the same N events with 1, 2 and 4 worker processes (the concurrency and the batch split
+   between them); total throughput, and a check that no event ran twice (exactly one ExecutionRun per
+   event, one StepRun per run). Baseline: the raw loop with as many processes.
 3. in flight: 10,000 runs of a step that sleeps, all claimed at once (--concurrency 10000); the worker's
    peak RSS while they are all in flight.
 4. soak: ``--soak`` events drained by one worker; its RSS sampled every second (first, peak, last).
+
+The worker runs with ``--concurrency 1000 --batch-size 500 --loop asyncio`` unless ``--concurrency``,
+``--batch-size`` or ``--loop`` say otherwise (the raw loops use the same batch). ``--parts`` picks
+measures (default ``record,scale,inflight,soak``).
+
+``--profile OUT.html`` runs only one full-record drain of ``--events`` events, with the worker under
+pyinstrument (``python -m pyinstrument -r html -o OUT.html -m automate.aio ...``): where its time goes.
 
 ``--observability`` runs only the observability costs instead (``benchmarks/results/worker_observability.json``):
 the same no-op drain as 1, one worker, in interleaved rounds, with tracing off and metrics off (the
@@ -67,6 +76,8 @@ SELECT 'event', 'PENDING', 0, ev.id, now(), 0, 4 FROM ev
 RAW_LOOP = """
 import sys, time, psycopg
 conn = psycopg.connect(sys.argv[1], autocommit=True)
+print("ready", flush=True)
+sys.stdin.readline()
 batch = int(sys.argv[2])
 claim = '''UPDATE automate_outbox_job SET status = 'CLAIMED', worker_id = 'raw', attempts = attempts + 1,
     lease_expires_at = now() + interval '30 seconds'
@@ -80,45 +91,62 @@ while True:
         break
     conn.execute(done, [ids])
     n += len(ids)
-print(n)
+print(n, time.time())
 """
 
 
-# The record-path ceiling: the same writes the worker makes per batch (runs and steps inserted in their
-# final state, jobs completed, one transaction), with no matching, templating, tasks or redaction: what
-# PostgreSQL and psycopg allow for this schema on this machine.
+# The record-path ceiling: the writes a worker makes per batch (runs and steps inserted in their final
+# state, jobs completed, fenced by (id, claim token), one statement per batch), with no matching,
+# templating, tasks or redaction: what PostgreSQL and psycopg allow for this schema on this machine. Its
+# SQL is its own (not automate.queries'), so it measures the same thing while the worker's statements change.
 RECORD_LOOP = """
-import sys, uuid, datetime, orjson, psycopg
-sys.path.insert(0, sys.argv[3])
-from automate import queries as q
+import sys, time, uuid, datetime, orjson, psycopg
 conn = psycopg.connect(sys.argv[1], autocommit=True)
+print("ready", flush=True)
+sys.stdin.readline()
 batch = int(sys.argv[2])
+claim = '''UPDATE automate_outbox_job j SET status = 'CLAIMED', worker_id = 'ceiling', attempts = attempts + 1,
+    claim_token = claim_token + 1, lease_expires_at = now() + interval '30 seconds'
+  WHERE id = ANY(ARRAY(SELECT id FROM automate_outbox_job WHERE status = 'PENDING' AND available_at <= now()
+                       ORDER BY priority DESC, id LIMIT %s FOR UPDATE SKIP LOCKED))
+  RETURNING j.id, j.event_id, j.claim_token'''
+write = '''WITH owned AS (
+    SELECT j.id, j.claim_token FROM automate_outbox_job j
+    JOIN unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS f(id, token) ON j.id = f.id AND j.claim_token = f.token
+    WHERE j.status = 'CLAIMED' ORDER BY j.id FOR UPDATE OF j
+), runs AS (
+    INSERT INTO automate_execution_run (id, workflow_version_id, event_id, status, trace_id, outputs, error,
+                                        created_at, started_at, finished_at)
+    SELECT t.id, t.version_id, t.event_id, 'SUCCEEDED', '', t.outputs, '', now(), t.at, t.at
+    FROM jsonb_to_recordset(%(runs)s::jsonb)
+         AS t(id uuid, version_id bigint, event_id uuid, job_id bigint, token bigint, outputs jsonb, at timestamptz)
+    WHERE (t.job_id, t.token) IN (SELECT id, claim_token FROM owned)
+), steps AS (
+    INSERT INTO automate_step_run (run_id, step_id, attempt, status, started_at, finished_at, output, error)
+    SELECT t.run_id, 't', 1, 'SUCCEEDED', t.at, t.at, t.output, ''
+    FROM jsonb_to_recordset(%(steps)s::jsonb)
+         AS t(run_id uuid, job_id bigint, token bigint, output jsonb, at timestamptz)
+    WHERE (t.job_id, t.token) IN (SELECT id, claim_token FROM owned)
+)
+UPDATE automate_outbox_job j SET status = 'COMPLETED', last_error = '', finished_at = now(), lease_expires_at = NULL
+FROM owned WHERE j.id = owned.id'''
 version = conn.execute("SELECT id FROM automate_workflow_version").fetchone()[0]
 n = 0
 while True:
-    jobs = conn.execute(q.CLAIM_JOBS, {"worker_id": "ceiling", "limit": batch, "lease_seconds": 30}).fetchall()
+    jobs = conn.execute(claim, [batch]).fetchall()
     if not jobs:
         break
     now = datetime.datetime.now(datetime.UTC)
-    ids = [j[0] for j in jobs]
-    runs, steps, done = [], [], []
-    for j in jobs:
+    runs, steps = [], []
+    for job_id, event_id, token in jobs:
         rid = uuid.uuid4()
-        runs.append({"id": rid, "version_id": version, "event_id": j[2], "job_id": j[0], "token": j[7],
-                     "status": "SUCCEEDED",
-                     "trace_id": "", "outputs": {"t": {"i": 1}}, "error": "", "started_at": now, "finished_at": now})
-        steps.append({"run_id": rid, "step_id": "t", "attempt": 1, "job_id": j[0], "token": j[7],
-                      "status": "SUCCEEDED",
-                      "started_at": now, "finished_at": now, "output": {"i": 1}, "error": ""})
-        done.append({"id": j[0], "token": j[7], "status": "COMPLETED", "error": ""})
-    fence = {"job_ids": ids, "tokens": [j[7] for j in jobs]}  # fenced by (id, claim token), as the worker
-    with conn.transaction():
-        conn.execute(q.LOCK_OWNED_JOBS, fence)
-        conn.execute(q.UPSERT_RUNS, {"job_ids": ids, "rows": orjson.dumps(runs).decode()})
-        conn.execute(q.UPSERT_STEPS, {"job_ids": ids, "rows": orjson.dumps(steps).decode()})
-        conn.execute(q.FINISH_JOBS, {"rows": orjson.dumps(done).decode()})
+        runs.append({"id": rid, "version_id": version, "event_id": event_id, "job_id": job_id, "token": token,
+                     "outputs": {"t": {"i": 1}}, "at": now})
+        steps.append({"run_id": rid, "job_id": job_id, "token": token, "output": {"i": 1}, "at": now})
+    conn.execute(write, {"ids": [j[0] for j in jobs], "tokens": [j[2] for j in jobs],
+                         "runs": orjson.dumps(runs).decode(), "steps": orjson.dumps(steps).decode()})
     n += len(jobs)
-print(n)
+print(n, time.time())
 """
 
 
@@ -137,8 +165,6 @@ def _env(db: str, workdir: Path) -> dict[str, str]:
 def _prepare(admin: str, name: str, workdir: Path, steps: list[dict[str, Any]], n: int) -> str:
     db = common.fresh_database(admin, name)
     common.migrate_automate(db)
-    import json
-
     subprocess.run([sys.executable, "-c", PUBLISH, json.dumps(steps)], env=_env(db, workdir), check=True)
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute(ENQUEUE, {"n": n})
@@ -146,10 +172,18 @@ def _prepare(admin: str, name: str, workdir: Path, steps: list[dict[str, Any]], 
     return db
 
 
+# The worker's event loop, named on every command line (main() sets it from --loop).
+WORKER_LOOP = "asyncio"
+
+
+def _worker_args(concurrency: int, batch: int, *, drain: bool = True) -> list[str]:
+    args = ["--concurrency", str(concurrency), "--batch-size", str(batch), "--loop", WORKER_LOOP,
+            "--log-level", "WARNING"]
+    return [*args, "--drain"] if drain else args
+
+
 def _worker_cmd(concurrency: int, batch: int, *, drain: bool = True) -> list[str]:
-    cmd = [sys.executable, "-m", "automate.aio", "--concurrency", str(concurrency), "--batch-size", str(batch),
-           "--log-level", "WARNING"]
-    return [*cmd, "--drain"] if drain else cmd
+    return [sys.executable, "-m", "automate.aio", *_worker_args(concurrency, batch, drain=drain)]
 
 
 def _rss_mb(pid: int) -> float:
@@ -164,16 +198,20 @@ def _rss_mb(pid: int) -> float:
 
 class RssSampler:
     def __init__(self, pid: int, every: float = 1.0) -> None:
-        self.pid, self.every, self.samples = pid, every, []
+        self.pid, self.every = pid, every
+        self.samples: list[float] = []
+        self.times: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        started = time.perf_counter()
         while not self._stop.wait(self.every):
             rss = _rss_mb(self.pid)
             if rss:
                 self.samples.append(rss)
+                self.times.append(round(time.perf_counter() - started, 2))
 
     def stop(self) -> list[float]:
         self._stop.set()
@@ -196,8 +234,9 @@ def _counts(db: str) -> dict[str, int]:
         return {k: conn.execute(v).fetchone()[0] for k, v in q.items()}  # type: ignore[index]
 
 
-def _started_at(proc: subprocess.Popen[str], stamps: list[float]) -> threading.Thread:
-    """Stamp when the worker prints its banner (start-up done), so start-up is not counted."""
+def _started_at(proc: subprocess.Popen[str], stamps: list[float], ready: threading.Event | None = None,
+                expected: int = 1) -> threading.Thread:
+    """Stamp when the worker prints its banner (start-up done); set ``ready`` once ``expected`` have."""
 
     def read() -> None:
         assert proc.stdout is not None
@@ -205,56 +244,119 @@ def _started_at(proc: subprocess.Popen[str], stamps: list[float]) -> threading.T
             # The banner, a log record: a plain line, or the message of an ECS JSON line.
             if "automate-aio-worker" in line and "stopped" not in line and "drain=" in line:
                 stamps.append(time.perf_counter())
+                if ready is not None and len(stamps) >= expected:
+                    ready.set()
 
     thread = threading.Thread(target=read, daemon=True)
     thread.start()
     return thread
 
 
-def _drain(
+# The start barrier: the jobs are held back (available later) while the workers start, then released for
+# all at once, so start-up (a second or more each on a loaded machine, staggered between processes) is
+# never counted, and N workers start on the queue together. --drain keeps waiting while a job is PENDING.
+HOLD = "UPDATE automate_outbox_job SET available_at = now() + interval '1 day' WHERE status = 'PENDING'"
+RELEASE = ("UPDATE automate_outbox_job SET available_at = now() WHERE status = 'PENDING'; "
+           "NOTIFY automate_outbox")
+
+
+def _drain_sampled(
     db: str, workdir: Path, workers: int, concurrency: int, batch: int,
     extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = (),
-) -> tuple[float, list[float]]:
+) -> tuple[float, list[RssSampler]]:
+    """Run ``workers`` worker processes with ``--drain``: (seconds from releasing the held jobs, once every
+    worker printed its banner, to the last exit; the RSS samplers, one per process)."""
     stamps: list[float] = []
+    ready = threading.Event()
     env = {**_env(db, workdir), **(extra_env or {})}
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(HOLD)
     procs = [
         subprocess.Popen([*_worker_cmd(concurrency, batch), *extra_args], env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(workers)
     ]
-    readers = [_started_at(p, stamps) for p in procs]
+    readers = [_started_at(p, stamps, ready, workers) for p in procs]
     samplers = [RssSampler(p.pid) for p in procs]
-    for p in procs:
-        if p.wait(timeout=1800) != 0:
-            raise RuntimeError(f"worker exited with {p.returncode}")
-    end = time.perf_counter()
+    try:
+        deadline = time.monotonic() + 300
+        while not ready.wait(0.1):
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                raise RuntimeError(f"the workers did not all start ({len(stamps)} of {workers} banners)")
+        time.sleep(0.2)  # past the banner: connected and listening
+        with psycopg.connect(db, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+            released = time.perf_counter()
+            conn.execute(RELEASE)
+        for p in procs:
+            if p.wait(timeout=1800) != 0:
+                raise RuntimeError(f"worker exited with {p.returncode}")
+        end = time.perf_counter()
+    finally:
+        for p in procs:  # after an error or Ctrl-C: never leave a worker behind
+            if p.poll() is None:
+                p.terminate()
+                p.wait(60)
+        for sampler in samplers:
+            sampler.stop()
     for r in readers:
         r.join(5)
-    seconds = end - min(stamps)
-    rss = [s for sampler in samplers for s in sampler.stop()]
-    return seconds, rss
+    return end - released, samplers
 
 
-def _timed_script(script: str, *args: str) -> float:
-    started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True)
-    seconds = time.perf_counter() - started
-    return seconds if out.stdout.strip() else float("nan")
+def _drain(
+    db: str, workdir: Path, workers: int, concurrency: int, batch: int,
+    extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = (),
+) -> tuple[float, list[float]]:
+    """As ``_drain_sampled``: (seconds, every RSS sample of every process)."""
+    seconds, samplers = _drain_sampled(db, workdir, workers, concurrency, batch, extra_env, extra_args)
+    return seconds, [s for sampler in samplers for s in sampler.samples]
 
 
-def record_path(admin: str, workdir: Path, n: int, rounds: int) -> dict[str, Any]:
+def _timed_script(script: str, *args: str, processes: int = 1, expect: int | None = None) -> float:
+    """Seconds from releasing ``processes`` copies of a loop script, all connected, to the last one's end.
+
+    Each loop prints ``ready`` once connected, waits for a line on stdin, and prints ``jobs end`` (its
+    clock) when done: start-up is not counted, as the worker's is not.
+    """
+    procs = [subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True) for _ in range(processes)]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("a loop did not start")
+        released = time.time()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        outs = [proc.communicate(timeout=1800)[0].split() for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    if any(proc.returncode for proc in procs):
+        raise RuntimeError(f"a loop exited with {[proc.returncode for proc in procs]}")
+    jobs = sum(int(out[0]) for out in outs)
+    if expect is not None and jobs != expect:
+        raise RuntimeError(f"the loops moved {jobs} jobs, expected {expect}")
+    return max(float(out[1]) for out in outs) - released
+
+
+def record_path(admin: str, workdir: Path, n: int, rounds: int, conc: int, batch: int) -> dict[str, Any]:
     rows = []
     for r in range(rounds):
         db = _prepare(admin, f"bench_worker_raw_{r}", workdir, NOOP, n)
-        raw_s = _timed_script(RAW_LOOP, db, "500")
+        raw_s = _timed_script(RAW_LOOP, db, str(batch), expect=n)
         common.drop_database(admin, f"bench_worker_raw_{r}")
 
         db = _prepare(admin, f"bench_worker_ceiling_{r}", workdir, NOOP, n)
-        ceiling_s = _timed_script(RECORD_LOOP, db, "500", str(common.REPO_ROOT))
+        ceiling_s = _timed_script(RECORD_LOOP, db, str(batch), expect=n)
         assert _counts(db)["steps"] == n
         common.drop_database(admin, f"bench_worker_ceiling_{r}")
 
         db = _prepare(admin, f"bench_worker_rec_{r}", workdir, NOOP, n)
-        seconds, _ = _drain(db, workdir, 1, 1000, 500)
+        seconds, _ = _drain(db, workdir, 1, conc, batch)
         counts = _counts(db)
         assert counts["runs"] == counts["steps"] == counts["completed"] == n, counts
         common.drop_database(admin, f"bench_worker_rec_{r}")
@@ -271,28 +373,37 @@ def record_path(admin: str, workdir: Path, n: int, rounds: int) -> dict[str, Any
         "median_vs_raw": common.median([x["vs_raw"] for x in rows]),
         "median_vs_ceiling": common.median([x["vs_ceiling"] for x in rows]),
         "best_automate_per_s": best["automate_per_s"],
-        "method": "worker: banner (start-up done) to --drain exit; loops: process start to exit",
-        "worker": "--concurrency 1000 --batch-size 500",
+        "method": "worker: jobs released (every worker started) to --drain exit; loops: released to done",
+        "worker": f"--concurrency {conc} --batch-size {batch} --loop {WORKER_LOOP}",
+        "loops": f"batch {batch}, one process, synchronous psycopg",
     }
 
 
-def scale_out(admin: str, workdir: Path, n: int) -> dict[str, Any]:
+def scale_out(admin: str, workdir: Path, n: int, conc: int, batch: int) -> dict[str, Any]:
+    """1, 2 and 4 workers sharing the concurrency and the batch; the raw loop with as many processes."""
     out: dict[str, Any] = {}
     for workers in (1, 2, 4):
+        name = f"bench_worker_scale_raw_{workers}"
+        db = _prepare(admin, name, workdir, NOOP, n)
+        raw_s = _timed_script(RAW_LOOP, db, str(max(1, batch // workers)), processes=workers, expect=n)
+        common.drop_database(admin, name)
         name = f"bench_worker_scale_{workers}"
         db = _prepare(admin, name, workdir, NOOP, n)
-        seconds, _ = _drain(db, workdir, workers, 1000 // workers, 500 // workers)
+        each_conc, each_batch = max(1, conc // workers), max(1, batch // workers)
+        seconds, _ = _drain(db, workdir, workers, each_conc, each_batch)
         counts = _counts(db)
         common.drop_database(admin, name)
-        out[str(workers)] = {"per_s": n / seconds, **counts}
-        print(f"  {workers} worker(s): {n / seconds:,.0f}/s {counts}", file=sys.stderr)
+        out[str(workers)] = {"per_s": n / seconds, "raw_per_s": n / raw_s, "vs_raw": raw_s / seconds, **counts,
+                             "worker": f"--concurrency {each_conc} --batch-size {each_batch} (each)"}
+        print(f"  {workers} worker(s): {n / seconds:,.0f}/s (raw loop x{workers}: {n / raw_s:,.0f}/s) {counts}",
+              file=sys.stderr)
     return out
 
 
-def in_flight(admin: str, workdir: Path, n: int) -> dict[str, Any]:
+def in_flight(admin: str, workdir: Path, n: int, batch: int) -> dict[str, Any]:
     name = "bench_worker_inflight"
     db = _prepare(admin, name, workdir, SLEEP, n)
-    proc = subprocess.Popen(_worker_cmd(n, 500), env=_env(db, workdir), stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(_worker_cmd(n, batch), env=_env(db, workdir), stdout=subprocess.DEVNULL)
     sampler = RssSampler(proc.pid, every=0.25)
     peak_inflight = 0
     try:
@@ -315,13 +426,15 @@ def in_flight(admin: str, workdir: Path, n: int) -> dict[str, Any]:
         samples = sampler.stop()
         common.drop_database(admin, name)
     return {"runs": n, "peak_claimed": peak_inflight, "peak_rss_mb": max(samples, default=0.0),
-            "step": "python async sleep(5)", "worker": f"--concurrency {n} --batch-size 500"}
+            "rss_mb": samples, "rss_t": sampler.times,
+            "step": "python async sleep(5)", "worker": f"--concurrency {n} --batch-size {batch} --loop {WORKER_LOOP}"}
 
 
-def soak(admin: str, workdir: Path, n: int) -> dict[str, Any]:
+def soak(admin: str, workdir: Path, n: int, conc: int, batch: int) -> dict[str, Any]:
     name = "bench_worker_soak"
     db = _prepare(admin, name, workdir, NOOP, n)
-    seconds, samples = _drain(db, workdir, 1, 1000, 500)
+    seconds, samplers = _drain_sampled(db, workdir, 1, conc, batch)
+    samples, times = samplers[0].samples, samplers[0].times
     counts = _counts(db)
     common.drop_database(admin, name)
     third = max(len(samples) // 3, 1)
@@ -334,177 +447,125 @@ def soak(admin: str, workdir: Path, n: int) -> dict[str, Any]:
         "rss_first_third_mean_mb": sum(samples[:third]) / third if samples else None,
         "rss_last_third_mean_mb": sum(samples[-third:]) / third if samples else None,
         "samples": len(samples),
+        "rss_mb": samples,
+        "rss_t": times,
         "all_recorded": counts["runs"] == counts["steps"] == counts["completed"] == n,
+        "worker": f"--concurrency {conc} --batch-size {batch} --loop {WORKER_LOOP}",
     }
 
 
-class _OtlpSink:
-    """A local OTLP/HTTP receiver: decodes every export and counts the spans (a real collector's work)."""
-
-    def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-        sink = self
-        self.spans = 0
-        self.lock = threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-                with sink.lock:
-                    sink.spans += n
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def observability(admin: str, workdir: Path, n: int, rounds: int, base: str | None) -> dict[str, Any]:
-    """Throughput of the no-op drain with tracing (OTLP) or metrics on, as a ratio to both off."""
-    sink = _OtlpSink()
-    modes: dict[str, dict[str, Any]] = {
-        "off": {},
-        "otlp": {"env": {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_SERVICE_NAME": "bench-worker"}},
-        "metrics": {"env": {"BENCH_AUTOMATE_SETTINGS": json.dumps({**json.loads(SETTINGS), "METRICS_EXPORT": True})},
-                    "metrics": True},
-    }
-    if base:
-        modes["base"] = {"env": {"PYTHONPATH": f"{base}:{_env('', workdir)['PYTHONPATH']}"}}
-    per_s: dict[str, list[float]] = {m: [] for m in modes}
-    ratios: dict[str, list[float]] = {m: [] for m in modes if m != "off"}
-    spans_per_event: list[float] = []
-    names = list(modes)
+def profile(admin: str, workdir: Path, n: int, conc: int, batch: int, out: Path) -> dict[str, Any]:
+    """One full-record drain with the worker under pyinstrument; the HTML profile goes to ``out``."""
+    name = "bench_worker_profile"
+    db = _prepare(admin, name, workdir, NOOP, n)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "pyinstrument", "-r", "html", "-o", str(out), "-m", "automate.aio",
+           *_worker_args(conc, batch)]
+    started = time.perf_counter()
     try:
-        for r in range(rounds):
-            order = names[r % len(names):] + names[: r % len(names)]  # rotate: no mode always runs first
-            seconds: dict[str, float] = {}
-            for mode in order:
-                name = f"bench_worker_obs_{mode}_{r}"
-                db = _prepare(admin, name, workdir, NOOP, n)
-                spans_before = sink.spans
-                args = ("--metrics-port", str(_free_port()), "--metrics-addr", "127.0.0.1") if modes[mode].get(
-                    "metrics") else ()
-                seconds[mode], _ = _drain(db, workdir, 1, 1000, 500, modes[mode].get("env"), args)
-                counts = _counts(db)
-                assert counts["runs"] == counts["steps"] == counts["completed"] == n, (mode, counts)
-                common.drop_database(admin, name)
-                if mode == "otlp":
-                    spans_per_event.append((sink.spans - spans_before) / n)
-                per_s[mode].append(n / seconds[mode])
-            for mode in ratios:
-                ratios[mode].append(seconds["off"] / seconds[mode])
-            print("  round {}: {}".format(r, ", ".join(f"{m} {n / seconds[m]:,.0f}/s" for m in names)),
-                  file=sys.stderr)
+        subprocess.run(cmd, env=_env(db, workdir), stdout=subprocess.DEVNULL, check=True, timeout=1800)
+        counts = _counts(db)
     finally:
-        sink.close()
-    return {
-        "events": n,
-        "rounds": rounds,
-        "per_s": per_s,
-        "ratio_to_off": ratios,
-        "median_ratio_to_off": {m: common.median(v) for m, v in ratios.items()},
-        "spans_per_event": spans_per_event,
-        "method": "one worker --concurrency 1000 --batch-size 500 --drain, banner to exit; ratios paired within "
-        "each round (off seconds / mode seconds: throughput of the mode as a share of off)",
-    }
+        common.drop_database(admin, name)
+    seconds = time.perf_counter() - started
+    html = out.read_text() if out.exists() else ""
+    # The worker's own frames must be in it: a profile of pyinstrument's launcher alone would not name them.
+    frames = [f for f in ("automate/aio/worker.py", "automate/aio/executor.py", "automate/aio/recorder.py")
+              if f in html]
+    if counts["completed"] != n or not frames:
+        raise RuntimeError(f"the profiled drain did not record {n} events or the profile misses the worker "
+                           f"({counts}, frames found: {frames})")
+    return {"events": n, "wall_s": round(seconds, 2), "html": common.shown(out), "bytes": len(html),
+            "worker_frames_found": frames, "command": " ".join(cmd[1:8]) + " ... " + " ".join(cmd[8:]),
+            "note": "profiled run, not timed: pyinstrument's sampling slows the worker"}
 
 
-def main() -> int:
+PARTS = ("record", "scale", "inflight", "soak")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--observability" in argv:
+        import worker_observability
+
+        return worker_observability.main(argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=20_000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the record path")
     ap.add_argument("--inflight", type=int, default=10_000)
     ap.add_argument("--soak", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true", help="small sizes, to check the script")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    ap.add_argument("--concurrency", type=int, default=1000, help="worker --concurrency (default 1000)")
+    ap.add_argument("--batch-size", type=int, default=500, help="worker and raw loops' batch (default 500)")
+    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="worker --loop")
+    ap.add_argument("--profile", type=Path, metavar="OUT.html",
+                    help="only profile one drain of --events events with pyinstrument, HTML to OUT.html")
     ap.add_argument("--observability", action="store_true",
-                    help="only the tracing (OTLP) and metrics costs, as ratios to both off")
-    ap.add_argument("--base", help="with --observability: also run the worker from the automate package at this path")
-    args = ap.parse_args()
+                    help="only the tracing (OTLP) and metrics costs (worker_observability.py; --help there)")
+    args = ap.parse_args(argv)
     if args.quick:
         args.events, args.rounds, args.inflight, args.soak = 2_000, 1, 1_000, 5_000
+    parts = [p for p in args.parts.split(",") if p]
+    if bad := set(parts) - set(PARTS):
+        ap.error(f"unknown parts: {', '.join(sorted(bad))}")
+    global WORKER_LOOP
+    WORKER_LOOP = args.loop
+    conc, batch = args.concurrency, args.batch_size
     import tempfile
 
-    if args.observability:
-        return _observability_main(args)
-
-    results: dict[str, Any] = {"benchmark": "worker", "machine": common.machine_info()}
+    results: dict[str, Any] = {"benchmark": "worker", "machine": common.machine_info(),
+                               "config": {"concurrency": conc, "batch_size": batch, "loop": args.loop}}
     with tempfile.TemporaryDirectory() as tmp, common.postgres_server() as admin:
         workdir = Path(tmp)
         _steps_module(workdir)
         results["server"] = common.server_info(admin)
-        print("record path (one worker vs the raw claim/complete loop)", file=sys.stderr)
-        results["record_path"] = record_path(admin, workdir, args.events, args.rounds)
-        print("scale-out", file=sys.stderr)
-        results["scale_out"] = scale_out(admin, workdir, args.events)
-        print("in flight", file=sys.stderr)
-        results["in_flight"] = in_flight(admin, workdir, args.inflight)
-        print("soak", file=sys.stderr)
-        results["soak"] = soak(admin, workdir, args.soak)
+        if args.profile:
+            print(f"profile (one drain of {args.events:,} events under pyinstrument)", file=sys.stderr)
+            results["profile"] = profile(admin, workdir, args.events, conc, batch, args.profile.resolve())
+            path = common.write_results("worker_profile", results)
+            print(f"profile: {results['profile']['html']}; results: {common.shown(path)}")
+            return 0
+        if "record" in parts:
+            print("record path (one worker vs the raw claim/complete loop)", file=sys.stderr)
+            results["record_path"] = record_path(admin, workdir, args.events, args.rounds, conc, batch)
+        if "scale" in parts:
+            print("scale-out", file=sys.stderr)
+            results["scale_out"] = scale_out(admin, workdir, args.events, conc, batch)
+        if "inflight" in parts:
+            print("in flight", file=sys.stderr)
+            results["in_flight"] = in_flight(admin, workdir, args.inflight, batch)
+        if "soak" in parts:
+            print("soak", file=sys.stderr)
+            results["soak"] = soak(admin, workdir, args.soak, conc, batch)
 
-    rp = results["record_path"]
-    common.print_table(
-        ["measure", "value"],
-        [
+    common.print_table(["measure", "value"], _summary(results), title="automate-aio-worker")
+    path = common.write_results("worker", results)
+    print(f"results: {common.shown(path)}")
+    return 0
+
+
+def _summary(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    if rp := results.get("record_path"):
+        rows += [
             ["record path, events/s (best round)", f"{rp['best_automate_per_s']:,.0f}"],
             ["record path / raw claim-complete loop (median)", f"{rp['median_vs_raw']:.0%}"],
             ["record path / record-path ceiling loop (median)", f"{rp['median_vs_ceiling']:.0%}"],
-            *[[f"scale-out, {w} worker(s), events/s", f"{v['per_s']:,.0f} (twice: {v['events_run_twice']})"]
-              for w, v in results["scale_out"].items()],
-            ["runs in flight / peak RSS MB",
-             f"{results['in_flight']['peak_claimed']:,} / {results['in_flight']['peak_rss_mb']:.0f}"],
-            ["soak events/s", f"{results['soak']['per_s']:,.0f}"],
+        ]
+    for w, v in results.get("scale_out", {}).items():
+        rows.append([f"scale-out, {w} worker(s), events/s (raw loop x{w})",
+                     f"{v['per_s']:,.0f} ({v['raw_per_s']:,.0f}; twice: {v['events_run_twice']})"])
+    if inf := results.get("in_flight"):
+        rows.append(["runs in flight / peak RSS MB", f"{inf['peak_claimed']:,} / {inf['peak_rss_mb']:.0f}"])
+    if soaked := results.get("soak"):
+        rows += [
+            ["soak events/s", f"{soaked['per_s']:,.0f}"],
             ["soak RSS MB first / peak / last", "{:.0f} / {:.0f} / {:.0f}".format(
-                results["soak"]["rss_first_mb"] or 0, results["soak"]["rss_peak_mb"] or 0,
-                results["soak"]["rss_last_mb"] or 0)],
-        ],
-        title="automate-aio-worker",
-    )
-    path = common.write_results("worker", results)
-    print(f"results: {path}")
-    return 0
-
-
-def _observability_main(args: argparse.Namespace) -> int:
-    import tempfile
-
-    results: dict[str, Any] = {"benchmark": "worker_observability", "machine": common.machine_info()}
-    with tempfile.TemporaryDirectory() as tmp, common.postgres_server() as admin:
-        workdir = Path(tmp)
-        _steps_module(workdir)
-        results["server"] = common.server_info(admin)
-        print("observability (no-op drain: off, OTLP tracing, metrics)", file=sys.stderr)
-        results["observability"] = obs = observability(admin, workdir, args.events, args.rounds, args.base)
-    rows = [[mode, f"{common.median(v):,.0f}", "1.00" if mode == "off" else f"{obs['median_ratio_to_off'][mode]:.2f}"]
-            for mode, v in obs["per_s"].items()]
-    common.print_table(["mode", "events/s (median)", "throughput / off (median of paired ratios)"], rows,
-                       title="automate-aio-worker: cost of tracing and metrics")
-    path = common.write_results("worker_observability", results)
-    print(f"results: {path}")
-    return 0
+                soaked["rss_first_mb"] or 0, soaked["rss_peak_mb"] or 0, soaked["rss_last_mb"] or 0)],
+        ]
+    return rows
 
 
 if __name__ == "__main__":
