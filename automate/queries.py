@@ -185,72 +185,77 @@ SELECT EXISTS (SELECT 1 FROM automate_outbox_job WHERE status IN ('PENDING', 'CL
 # ---------------------------------------------------------------------------------------------------
 # Worker: durable progress, written by the recorder in one transaction per flush (group commit).
 
-LOCK_OWNED_JOBS = """
-SELECT j.id, j.claim_token FROM automate_outbox_job j
-JOIN unnest(%(job_ids)s::bigint[], %(tokens)s::bigint[]) AS f(id, token)
-  ON j.id = f.id AND j.claim_token = f.token
-WHERE j.status = 'CLAIMED'
-ORDER BY j.id
-FOR UPDATE OF j
-"""
-
-# The fence, as a subquery in each write: only rows whose (job, token) still owns its job are written.
-# LOCK_OWNED_JOBS runs first in the same transaction and locks those jobs, so the answer cannot change
-# before COMMIT, and the statements can be sent together in one pipeline.
-
-# Rows arrive as one JSON array (orjson-encoded in C) expanded by jsonb_to_recordset: sending typed arrays
-# costs psycopg a Python-level loop per element, which was the worker's largest CPU cost per job.
+# One statement writes a flush's runs, steps and finished jobs, fenced by the claims that still own
+# their jobs. The fence needs each owned job row locked until COMMIT; instead of a separate SELECT ... FOR
+# UPDATE (a lock is a write of the row: WAL and a dirty page per job), the finishing UPDATE itself is the
+# lock for the jobs this flush finishes (the common case: one flush carries a one-step run's whole
+# record), and only the jobs that go on (still running, or parked after this statement) are locked
+# FOR UPDATE. ``owned`` is both; runs and steps are written only for claims in it. An UPDATE or lock
+# that waits on a concurrent change (the reaper) re-reads the row, so a lost claim is never in ``owned``.
+# Rows arrive as binary arrays, one per column (psycopg dumps them in C; the server unnests them without
+# parsing JSON); ``outputs``/``output``/``result`` are JSON texts (orjson), cast per row.
 # A run an operator CANCELLED (the admin) keeps that status: the worker's later RUNNING or SUCCEEDED row
-# for it is not written over it.
-UPSERT_RUNS = """
-INSERT INTO automate_execution_run (id, workflow_version_id, event_id, status, trace_id, outputs, error,
-                                    created_at, started_at, finished_at)
-SELECT t.id, t.version_id, t.event_id, t.status, t.trace_id, t.outputs, t.error, now(), t.started_at,
-       t.finished_at
-FROM jsonb_to_recordset(%(rows)s::jsonb)
-     AS t(id uuid, version_id bigint, event_id uuid, job_id bigint, token bigint, status text, trace_id text,
-          outputs jsonb, error text, started_at timestamptz, finished_at timestamptz)
-WHERE (t.job_id, t.token) IN (SELECT id, claim_token FROM automate_outbox_job
-                              WHERE id = ANY(%(job_ids)s) AND status = 'CLAIMED')
-ON CONFLICT (id) DO UPDATE
-SET status = EXCLUDED.status, trace_id = EXCLUDED.trace_id, outputs = EXCLUDED.outputs,
-    error = EXCLUDED.error, started_at = coalesce(automate_execution_run.started_at, EXCLUDED.started_at),
-    finished_at = EXCLUDED.finished_at
-WHERE automate_execution_run.status <> 'CANCELLED'
-"""
-
-UPSERT_STEPS = """
-INSERT INTO automate_step_run (run_id, step_id, attempt, status, started_at, finished_at, output, error)
-SELECT t.run_id, t.step_id, t.attempt, t.status, t.started_at, t.finished_at, t.output, t.error
-FROM jsonb_to_recordset(%(rows)s::jsonb)
-     AS t(run_id uuid, step_id text, attempt int, job_id bigint, token bigint, status text,
-          started_at timestamptz, finished_at timestamptz, output jsonb, error text)
-WHERE (t.job_id, t.token) IN (SELECT id, claim_token FROM automate_outbox_job
-                              WHERE id = ANY(%(job_ids)s) AND status = 'CLAIMED')
-ON CONFLICT (run_id, step_id, attempt) DO UPDATE
-SET status = EXCLUDED.status, finished_at = EXCLUDED.finished_at, output = EXCLUDED.output,
-    error = EXCLUDED.error
-"""
-
-# ``result`` (a Django task's outcome, automate.aio.tasks) is kept in the job's payload as ``payload.result``.
-FINISH_JOBS = """
-UPDATE automate_outbox_job j
-SET status = t.status, last_error = t.error, finished_at = now(), lease_expires_at = NULL,
-    payload = CASE WHEN t.result IS NULL THEN j.payload
-                   ELSE jsonb_set(coalesce(j.payload, '{}'::jsonb), '{result}', t.result) END
-FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(id bigint, token bigint, status text, error text, result jsonb)
-WHERE j.id = t.id AND j.claim_token = t.token AND j.status = 'CLAIMED'
+# for it is not written over it. ``result`` (a Django task's outcome, automate.aio.tasks) is kept in the
+# job's payload as ``payload.result``.
+RECORD_FLUSH = """
+WITH finished AS (
+    UPDATE automate_outbox_job j
+    SET status = f.status, last_error = f.error, finished_at = now(), lease_expires_at = NULL,
+        payload = CASE WHEN f.result IS NULL THEN j.payload
+                       ELSE jsonb_set(coalesce(j.payload, '{}'::jsonb), '{result}', f.result::jsonb) END
+    FROM unnest(%(fin_id)s::bigint[], %(fin_token)s::bigint[], %(fin_status)s::text[], %(fin_error)s::text[],
+                %(fin_result)s::text[]) AS f(id, token, status, error, result)
+    WHERE j.id = f.id AND j.claim_token = f.token AND j.status = 'CLAIMED'
+    RETURNING j.id, j.claim_token
+), held AS (
+    SELECT j.id, j.claim_token FROM automate_outbox_job j
+    JOIN unnest(%(held_id)s::bigint[], %(held_token)s::bigint[]) AS f(id, token)
+      ON j.id = f.id AND j.claim_token = f.token
+    WHERE j.status = 'CLAIMED'
+    ORDER BY j.id
+    FOR UPDATE OF j
+), owned AS (
+    SELECT id, claim_token FROM finished UNION ALL SELECT id, claim_token FROM held
+), runs AS (
+    INSERT INTO automate_execution_run (id, workflow_version_id, event_id, status, trace_id, outputs, error,
+                                        created_at, started_at, finished_at)
+    SELECT t.id, t.version_id, t.event_id::uuid, t.status, t.trace_id, t.outputs::jsonb, t.error, now(), t.started_at,
+           t.finished_at
+    FROM unnest(%(run_id)s::uuid[], %(run_version)s::bigint[], %(run_event)s::text[], %(run_job)s::bigint[],
+                %(run_token)s::bigint[], %(run_status)s::text[], %(run_trace)s::text[], %(run_outputs)s::text[],
+                %(run_error)s::text[], %(run_started)s::timestamptz[], %(run_finished)s::timestamptz[])
+         AS t(id, version_id, event_id, job_id, token, status, trace_id, outputs, error, started_at, finished_at)
+    WHERE (t.job_id, t.token) IN (SELECT id, claim_token FROM owned)
+    ON CONFLICT (id) DO UPDATE
+    SET status = EXCLUDED.status, trace_id = EXCLUDED.trace_id, outputs = EXCLUDED.outputs,
+        error = EXCLUDED.error, started_at = coalesce(automate_execution_run.started_at, EXCLUDED.started_at),
+        finished_at = EXCLUDED.finished_at
+    WHERE automate_execution_run.status <> 'CANCELLED'
+), steps AS (
+    INSERT INTO automate_step_run (run_id, step_id, attempt, status, started_at, finished_at, output, error)
+    SELECT t.run_id, t.step_id, t.attempt, t.status, t.started_at, t.finished_at, t.output::jsonb, t.error
+    FROM unnest(%(step_run)s::uuid[], %(step_id)s::text[], %(step_attempt)s::int[], %(step_job)s::bigint[],
+                %(step_token)s::bigint[], %(step_status)s::text[], %(step_started)s::timestamptz[],
+                %(step_finished)s::timestamptz[], %(step_output)s::text[], %(step_error)s::text[])
+         AS t(run_id, step_id, attempt, job_id, token, status, started_at, finished_at, output, error)
+    WHERE (t.job_id, t.token) IN (SELECT id, claim_token FROM owned)
+    ON CONFLICT (run_id, step_id, attempt) DO UPDATE
+    SET status = EXCLUDED.status, finished_at = EXCLUDED.finished_at, output = EXCLUDED.output,
+        error = EXCLUDED.error
+)
+SELECT id, claim_token FROM owned
 """
 
 # A job that ends FAILED ends its runs that are still open (a runtime error before a run could record
 # its own end, a job that ran out of attempts): no run stays RUNNING behind a dead letter. It runs after
-# the run upserts of the same flush, so a run that recorded its own end keeps it.
+# RECORD_FLUSH in the same transaction, so a run that recorded its own end keeps it, and only a job that
+# statement ended FAILED under this claim's token counts (a job the fence kept out is not FAILED by us).
 FAIL_OPEN_RUNS = """
 UPDATE automate_execution_run r
 SET status = 'FAILED', error = t.error, finished_at = now()
-FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(id bigint, token bigint, status text, error text)
-JOIN automate_outbox_job j ON j.id = t.id AND j.claim_token = t.token
-WHERE t.status = 'FAILED' AND r.status IN ('PENDING', 'RUNNING')
+FROM unnest(%(id)s::bigint[], %(token)s::bigint[], %(error)s::text[]) AS t(id, token, error)
+JOIN automate_outbox_job j ON j.id = t.id AND j.claim_token = t.token AND j.status = 'FAILED'
+WHERE r.status IN ('PENDING', 'RUNNING')
   AND ((j.kind = 'run' AND r.id = j.run_id) OR (j.kind = 'event' AND r.event_id = j.event_id))
 """
 

@@ -197,6 +197,7 @@ class Executor:
             return None if row.status != "FAILED" else self._raise_recorded(row)
         version = run.version
         event = job.event
+        rid = str(row.id)  # once per run: the context, the logs and each step's StepContext share it
         span_cm: Any = contextlib.nullcontext(None)
         if self.traced:
             # Exceptions are recorded by hand, redacted: OpenTelemetry's own recording would store the
@@ -205,7 +206,7 @@ class Executor:
                 "automate.run",
                 context=parent_context(event.traceparent, event.tracestate) if event else None,
                 kind=SpanKind.CONSUMER,
-                attributes=tracing.run_attributes(str(row.id), version.slug, version.version_num, job.id),
+                attributes=tracing.run_attributes(rid, version.slug, version.version_num, job.id),
                 record_exception=False,
                 set_status_on_exception=False,
             )
@@ -218,7 +219,7 @@ class Executor:
             self.recorder.run(row)
             ctx: dict[str, Any] = {
                 "event": self._event_dict(job),
-                "run": {"id": str(row.id), "workflow": version.slug},
+                "run": {"id": rid, "workflow": version.slug},
                 "steps": {},
             }
             redactor = self.base_redactor
@@ -263,7 +264,7 @@ class Executor:
         assert run.version.steps is not None
         steps = run.version.steps.root
         secrets = RunSecrets(self.base_redactor)
-        bind_run(run.row.id, run.row.trace_id, secrets)  # log lines of this run: its ids, its secrets redacted
+        bind_run(ctx["run"]["id"], run.row.trace_id, secrets)  # log lines of this run: its ids, its secrets redacted
         if len(steps) == 1:
             self._check_cancelled(run)
             await self.steps.run(run, steps[0], ctx, secrets)

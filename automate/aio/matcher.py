@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from automate.core import rules
 from automate.core.errors import AutomateError
 from automate.core.specs import StepsSpec, TriggerSpec, parse_steps, parse_trigger_spec
 
@@ -29,6 +31,10 @@ class VersionEntry:
     trigger: TriggerSpec | None
     steps: StepsSpec | None
     error: str = ""  # why the stored spec cannot run (it bypassed validation, e.g. raw SQL)
+    # The trigger's compiled type patterns and its rule, read once: every event asks each live version,
+    # and a pydantic private attribute costs a __getattr__ call per read.
+    type_match: Callable[[str], Any] | None = None
+    rule: Any = None
 
 
 def _parse(row: VersionRow) -> VersionEntry:
@@ -40,7 +46,10 @@ def _parse(row: VersionRow) -> VersionEntry:
         trigger = parse_trigger_spec(row.trigger_spec) if row.trigger_spec else None
     except AutomateError as exc:
         return VersionEntry(row.id, row.slug, row.version_num, None, steps, f"invalid trigger_spec: {exc}")
-    return VersionEntry(row.id, row.slug, row.version_num, trigger, steps)
+    if trigger is None:
+        return VersionEntry(row.id, row.slug, row.version_num, None, steps)
+    return VersionEntry(row.id, row.slug, row.version_num, trigger, steps, "", trigger.type_pattern.match,
+                        trigger.rule)
 
 
 class WorkflowCache:
@@ -65,9 +74,16 @@ class WorkflowCache:
     async def _reload(self) -> None:
         generation = self._generation
         rows = await self.store.live_versions()
-        entries = [_parse(r) for r in rows]
+        # A version is immutable (a trigger refuses UPDATE): one already parsed is reused, not parsed again
+        # at every reload. Its workflow's slug can change, so that is compared too.
+        known = self._by_id
+        entries = [
+            e if (e := known.get(r.id)) is not None and e.slug == r.slug and e.version_num == r.version_num
+            else _parse(r)
+            for r in rows
+        ]
         for entry in entries:
-            if entry.error:
+            if entry.error and known.get(entry.id) is not entry:
                 log.error("automate.workflow.invalid_spec", extra={"workflow": entry.slug, "error": entry.error})
         self._live = entries
         self._by_id.update({e.id: e for e in entries})
@@ -92,8 +108,10 @@ class WorkflowCache:
         for entry in live:
             if entry.trigger is None or entry.steps is None:
                 continue
-            try:
-                if entry.trigger.matches(event_type, context):
+            try:  # as TriggerSpec.matches: the type first (cheap), then the rule
+                if entry.type_match is not None and entry.type_match(event_type) is not None and (
+                    entry.rule is None or rules.evaluate(entry.rule, context)
+                ):
                     matched.append(entry)
             except Exception as exc:  # a rule that fails on this event does not match it (and says why)
                 log.warning(

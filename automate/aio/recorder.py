@@ -51,12 +51,16 @@ class Recorder:
         interval: float = 0.002,
         defer: float = 0.25,
         on_lost: Callable[[set[JobKey]], None] | None = None,
+        on_settling: Callable[[JobKey], None] | None = None,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
         self.interval = interval
         self.defer = defer
         self.on_lost = on_lost
+        # Told when a job's outcome (finish or park) is handed over: its work is done and only the commit
+        # is left, so the worker can claim the next job now instead of after the flush.
+        self.on_settling = on_settling
         self._batch = FlushBatch()
         self._held_runs: dict[uuid.UUID, tuple[RunRow, float]] = {}
         self._held_steps: dict[tuple[uuid.UUID, str, int], tuple[StepRow, float]] = {}
@@ -122,6 +126,8 @@ class Recorder:
         self._batch.finished[key] = (status, error)
         if result is not None:
             self._batch.results[key] = result
+        if self.on_settling is not None:
+            self.on_settling(key)
         return self._waiter(key)
 
     def park(self, key: JobKey, delay: float, error: str, *, counted: bool = False) -> asyncio.Future[bool]:
@@ -129,6 +135,8 @@ class Recorder:
         a counted retry of the whole job after a failure of the runtime around it."""
         self._batch.finished.pop(key, None)
         self._batch.parked[key] = (delay, error, counted)
+        if self.on_settling is not None:
+            self.on_settling(key)
         return self._waiter(key)
 
     def _waiter(self, key: JobKey) -> asyncio.Future[bool]:

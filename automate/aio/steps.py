@@ -242,7 +242,7 @@ class StepRunner:
             for name in await secrets.load(names):  # first use in this run: audited by name only
                 audit("secret.used", f"secret:{name}", {"run_id": str(run.row.id), "step": step.id})
         config = render(step.config, ctx, step_id=step.id, resolve_secret=secrets.get)
-        step_ctx = StepContext(str(run.row.id), step.id, attempt, run.version.slug, ctx["event"], audit, ctx)
+        step_ctx = StepContext(ctx["run"]["id"], step.id, attempt, run.version.slug, ctx["event"], audit, ctx)
         if not self.traced:
             async with asyncio.timeout(limit_s):
                 output = await connector.run(config, step_ctx)

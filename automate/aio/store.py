@@ -317,31 +317,57 @@ class PgStore:
     async def flush(self, worker_id: str, batch: FlushBatch) -> set[JobKey]:
         """Write one group commit; return the claims (job id, token) that still owned their jobs.
 
-        Rows of jobs whose claim was superseded are not written (the fence is in each statement). All
+        Rows of jobs whose claim was superseded are not written (the fence: ``queries.RECORD_FLUSH``). All
         statements go out in one pipeline: one round trip and a commit per flush. An error fails the
         whole transaction; the recorder then isolates the bad job (``Recorder._isolate``).
         """
-        keys = sorted(batch.job_keys())
-        fence = {"job_ids": [k[0] for k in keys], "tokens": [k[1] for k in keys]}
-        job_ids = {"job_ids": fence["job_ids"]}
+        finished = batch.finished
+        held = sorted(k for k in batch.job_keys() if k not in finished)
         runs = list(batch.runs.values())
         steps = list(batch.steps.values())
+        results = batch.results
+        params: dict[str, Any] = {
+            "fin_id": [k[0] for k in finished],
+            "fin_token": [k[1] for k in finished],
+            "fin_status": [v[0] for v in finished.values()],
+            "fin_error": [v[1] for v in finished.values()],
+            "fin_result": [_dumps(results[k]) if k in results else None for k in finished],
+            "held_id": [k[0] for k in held],
+            "held_token": [k[1] for k in held],
+            "run_id": [r.id for r in runs],
+            "run_version": [r.version_id for r in runs],
+            "run_event": [r.event_id for r in runs],
+            "run_job": [r.job_id for r in runs],
+            "run_token": [r.token for r in runs],
+            "run_status": [r.status for r in runs],
+            "run_trace": [r.trace_id for r in runs],
+            "run_outputs": [_dumps(r.outputs) for r in runs],
+            "run_error": [r.error for r in runs],
+            "run_started": [r.started_at for r in runs],
+            "run_finished": [r.finished_at for r in runs],
+            "step_run": [s.run_id for s in steps],
+            "step_id": [s.step_id for s in steps],
+            "step_attempt": [s.attempt for s in steps],
+            "step_job": [s.job_id for s in steps],
+            "step_token": [s.token for s in steps],
+            "step_status": [s.status for s in steps],
+            "step_started": [s.started_at for s in steps],
+            "step_finished": [s.finished_at for s in steps],
+            "step_output": [None if s.output is None else _dumps(s.output) for s in steps],
+            "step_error": [s.error for s in steps],
+        }
         async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
-            lock = conn.cursor(row_factory=tuple_row)
-            await lock.execute(queries.LOCK_OWNED_JOBS, fence, binary=True)
+            record = conn.cursor(row_factory=tuple_row)
+            await record.execute(queries.RECORD_FLUSH, params, binary=True)
             cur = conn.cursor()
-            if runs:
-                await cur.execute(queries.UPSERT_RUNS, {**job_ids, "rows": _dumps(runs)})
-            if steps:
-                await cur.execute(queries.UPSERT_STEPS, {**job_ids, "rows": _dumps(steps)})
-            if batch.finished:
-                rows = _dumps([
-                    {"id": k[0], "token": k[1], "status": st, "error": err, "result": batch.results.get(k)}
-                    for k, (st, err) in batch.finished.items()
-                ])
-                if any(st == "FAILED" for st, _err in batch.finished.values()):
-                    await cur.execute(queries.FAIL_OPEN_RUNS, {"rows": rows})
-                await cur.execute(queries.FINISH_JOBS, {"rows": rows})
+            failed = [(k, v[1]) for k, v in finished.items() if v[0] == "FAILED"]
+            if failed:
+                await cur.execute(
+                    queries.FAIL_OPEN_RUNS,
+                    {"id": [k[0] for k, _e in failed], "token": [k[1] for k, _e in failed],
+                     "error": [e for _k, e in failed]},
+                    binary=True,
+                )
             if batch.parked:
                 parked = list(batch.parked.items())
                 await cur.execute(
@@ -357,5 +383,5 @@ class PgStore:
                 )
             if batch.audit:
                 await cur.execute(queries.INSERT_AUDIT, {"rows": _dumps(batch.audit)})
-            owned = {(r[0], r[1]) for r in await lock.fetchall()}
+            owned = {(r[0], r[1]) for r in await record.fetchall()}
         return owned

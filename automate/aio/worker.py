@@ -64,7 +64,9 @@ class Worker:
         self.listen = listen
         self.store: JobStore = store or PgStore(cfg.conninfo, pool_size=cfg.pool_size)
         self.stats = WorkerStats()
-        self.recorder = Recorder(self.store, cfg.worker_id, interval=cfg.flush_interval, on_lost=self._lost)
+        self.recorder = Recorder(
+            self.store, cfg.worker_id, interval=cfg.flush_interval, on_lost=self._lost, on_settling=self._settling
+        )
         self.workflows = WorkflowCache(self.store, max_age=max(cfg.poll_interval, 1.0))
         self.semaphore = metrics.semaphore(cfg.concurrency)
         self.executor = Executor(cfg, self.store, self.recorder, self.workflows, self.semaphore)
@@ -82,6 +84,12 @@ class Worker:
         # job id -> (claim token, task). Keyed by id: a job claimed again under a new token (this worker
         # lost the lease during an outage and won it back) replaces, and cancels, its stale task.
         self._inflight: dict[int, tuple[int, asyncio.Task[None]]] = {}
+        # In-flight jobs whose work is done and whose outcome waits for the recorder's commit. They keep
+        # their lease (they are still in _inflight, and owned until the commit says so) but no longer take
+        # a slot: a slot waiting on a commit is a slot idle for a whole flush, which capped the drain at
+        # slots / (flush latency). At most another `prefetch` of them, so a slow commit still holds claiming
+        # back, and `--prefetch 0` still holds exactly `concurrency` jobs.
+        self._settled: set[int] = set()
         self._disabled_logged = False
         self._signals = 0
         self.ready = asyncio.Event()
@@ -101,6 +109,12 @@ class Worker:
         if channel == queries.WORKFLOWS_CHANNEL:
             self.workflows.invalidate()
         self._wake.set()
+
+    def _settling(self, key: JobKey) -> None:
+        entry = self._inflight.get(key[0])
+        if entry is not None and entry[0] == key[1] and key[0] not in self._settled:
+            self._settled.add(key[0])
+            self._slot_free.set()
 
     def _lost(self, keys: set[JobKey]) -> None:
         for job_id, token in keys:
@@ -207,8 +221,9 @@ class Worker:
             if not self._enabled():
                 await self._wait_any(self._stopping, self.cfg.poll_interval)
                 continue
-            free = slots - len(self._inflight)
-            if free <= 0 or (free < min_claim and self._inflight):
+            settled = len(self._settled)
+            free = min(slots - (len(self._inflight) - settled), slots + self.cfg.prefetch_jobs - len(self._inflight))
+            if free <= 0 or (free < min_claim and len(self._inflight) > settled):
                 self._slot_free.clear()
                 await self._wait_any(self._slot_free, None)
                 continue
@@ -258,6 +273,7 @@ class Worker:
             log.warning("automate.job.reclaimed_while_running", extra={"job_id": job.id})
             self.stats.lost += 1
             stale[1].cancel()
+            self._settled.discard(job.id)
         task = jobs.create_task(self._job(job), name=f"job {job.id}")
         self._inflight[job.id] = (job.token, task)
 
@@ -274,6 +290,7 @@ class Worker:
             entry = self._inflight.get(job.id)
             if entry is not None and entry[0] == job.token:
                 del self._inflight[job.id]
+                self._settled.discard(job.id)
             self._slot_free.set()
             if self.cfg.drain:
                 self._wake.set()

@@ -303,7 +303,14 @@ async def run_sync_in_process(
 
 
 def _allowed(path: str) -> bool:
-    return any(fnmatch.fnmatchcase(path, pattern) for pattern in get_settings().POLICY.python_allowlist)
+    return _allowed_by(path, get_settings().POLICY.python_allowlist)
+
+
+@lru_cache(maxsize=4096)
+def _allowed_by(path: str, allowlist: tuple[str, ...]) -> bool:
+    """Cached per (path, allowlist): every python step asks, and fnmatch per pattern was a measurable
+    part of a no-op step. The allowlist is part of the key, so a changed setting is never served stale."""
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in allowlist)
 
 
 @lru_cache(maxsize=1024)

@@ -26,9 +26,10 @@ class OutboxJob(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, db_default=Status.PENDING)
     priority = models.SmallIntegerField(db_default=0)
     # What the job refers to: an event to match, or a run to execute.
-    event = models.ForeignKey("automate.Event", null=True, blank=True, on_delete=models.CASCADE)
+    # Relations without a database constraint: see automate/models/runs.py.
+    event = models.ForeignKey("automate.Event", null=True, blank=True, on_delete=models.CASCADE, db_constraint=False)
     run = models.ForeignKey(
-        "automate.ExecutionRun", null=True, blank=True, on_delete=models.CASCADE, db_index=False
+        "automate.ExecutionRun", null=True, blank=True, on_delete=models.CASCADE, db_index=False, db_constraint=False
     )
     payload = models.JSONField(null=True, blank=True)
     available_at = models.DateTimeField(db_default=Now())

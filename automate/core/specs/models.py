@@ -209,6 +209,11 @@ class TriggerSpec(_Frozen):
         # each alternative ends in \Z, so re.match is a full match. Compiled once per spec.
         self._type_regex = re.compile("|".join(fnmatch.translate(pattern) for pattern in self.event))
 
+    @property
+    def type_pattern(self) -> re.Pattern[str]:
+        """The ``event`` patterns compiled as one regex (``match`` is a full, case-sensitive match)."""
+        return self._type_regex
+
     def matches_type(self, event_type: str) -> bool:
         """Whether ``event_type`` matches one of the ``event`` patterns (case-sensitive)."""
         return self._type_regex.match(event_type) is not None

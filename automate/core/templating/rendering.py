@@ -4,6 +4,7 @@ then the ``$secret:NAME`` tokens written literally in the config (never text tha
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -59,9 +60,12 @@ class _Renderer:
     def value(self, value: Any, loc: Loc, depth: int) -> Any:
         if depth > MAX_DEPTH:
             raise self.fail(f"config nested deeper than {MAX_DEPTH} levels", loc)
-        if isinstance(value, str):
+        # Exact type checks first: configs are parsed JSON (str, dict, list), and an isinstance() check
+        # against the Mapping ABC costs several times more; other mappings and sequences still work.
+        kind = type(value)
+        if kind is str or isinstance(value, str):
             return self.string(value, loc)
-        if isinstance(value, Mapping):
+        if kind is dict or (kind is not list and isinstance(value, Mapping)):
             if EXPR in value:
                 if len(value) != 1:
                     raise self.fail(EXPR_ALONE, loc)
@@ -70,7 +74,7 @@ class _Renderer:
             for key, item in value.items():
                 out[key] = self.store(out, key, self.value(item, (*loc, str(key)), depth + 1))
             return out
-        if isinstance(value, list | tuple):
+        if kind is list or isinstance(value, list | tuple):
             items: list[Any] = []
             for index, item in enumerate(value):
                 items.append(self.store(items, index, self.value(item, (*loc, index), depth + 1)))
@@ -78,18 +82,18 @@ class _Renderer:
         return value
 
     def store(self, container: Any, key: Any, rendered: Any) -> Any:
-        if isinstance(rendered, _Pending):
+        if type(rendered) is _Pending:
             self.pending.append((container, key, rendered))
         return rendered
 
     def string(self, text: str, loc: Loc) -> Any:
-        parsed = parse(text)
-        if isinstance(parsed, str):
-            raise self.fail(parsed, loc)
-        if len(parsed) == 1 and isinstance(parsed[0], PathPart):
-            return self.copy(self.lookup(parsed[0], loc), loc, len(loc))
-        if not any(isinstance(part, PathPart | SecretPart) for part in parsed):
+        parsed, shape = _shape(text)
+        if shape is _LITERAL:
             return text
+        if shape is _ERROR:
+            raise self.fail(parsed, loc)  # type: ignore[arg-type]  # the parse error's message
+        if shape is _ALONE:
+            return self.copy(self.lookup(parsed[0], loc), loc, len(loc))  # type: ignore[arg-type]
         out: list[str | SecretPart] = []
         for part in parsed:
             if isinstance(part, PathPart):
@@ -114,7 +118,7 @@ class _Renderer:
     def lookup(self, path: PathPart, loc: Loc) -> Any:
         current: Any = self.context
         for segment in path.segments:
-            if isinstance(current, Mapping):
+            if type(current) is dict or isinstance(current, Mapping):
                 if segment not in current:
                     raise self._unknown(path, f"no key {segment!r}", loc)
                 current = current[segment]
@@ -136,17 +140,24 @@ class _Renderer:
         """Copy a context value into the output, charging its size and bounding its depth."""
         if depth > MAX_DEPTH:
             raise self.fail(f"value nested deeper than {MAX_DEPTH} levels", loc)
+        kind = type(value)
+        if kind is str:
+            self.charge(len(value), loc)
+            return value
+        if kind is int or kind is float or kind is bool or value is None:
+            self.charge(8, loc)
+            return value
         if isinstance(value, str):
             self.charge(len(value), loc)
             return value
-        if isinstance(value, Mapping):
+        if kind is dict or (kind is not list and isinstance(value, Mapping)):
             self.charge(2, loc)
             out = {}
             for key, item in value.items():
                 self.charge(len(key) + 3 if isinstance(key, str) else 8, loc)
                 out[key] = self.copy(item, loc, depth + 1)
             return out
-        if isinstance(value, list | tuple):
+        if kind is list or isinstance(value, list | tuple):
             self.charge(2, loc)
             return [self.copy(item, loc, depth + 1) for item in value]
         self.charge(8, loc)
@@ -172,6 +183,23 @@ class _Renderer:
         for container, key, pending in self.pending:
             container[key] = text(pending)
         return text(root) if isinstance(root, _Pending) else root
+
+
+_LITERAL, _ERROR, _ALONE, _MIXED = "literal", "error", "alone", "mixed"
+
+
+@functools.lru_cache(maxsize=4096)
+def _shape(text: str) -> tuple[Any, str]:
+    """``parse(text)`` and what it is, once per distinct string: plain text (most config strings), a
+    syntax error, one ``{{ path }}`` alone (its value is copied as it is), or a mix to join."""
+    parsed = parse(text)
+    if isinstance(parsed, str):
+        return parsed, _ERROR
+    if len(parsed) == 1 and isinstance(parsed[0], PathPart):
+        return parsed, _ALONE
+    if not any(isinstance(part, PathPart | SecretPart) for part in parsed):
+        return parsed, _LITERAL
+    return parsed, _MIXED
 
 
 def _kind(value: Any) -> str:
