@@ -192,8 +192,8 @@ SELECT EXISTS (SELECT 1 FROM automate_outbox_job WHERE status IN ('PENDING', 'CL
 # record), and only the jobs that go on (still running, or parked after this statement) are locked
 # FOR UPDATE. ``owned`` is both; runs and steps are written only for claims in it. An UPDATE or lock
 # that waits on a concurrent change (the reaper) re-reads the row, so a lost claim is never in ``owned``.
-# Rows arrive as binary arrays, one per column (psycopg dumps them in C; the server unnests them without
-# parsing JSON); ``outputs``/``output``/``result`` are JSON texts (orjson), cast per row.
+# Rows arrive as binary arrays (``%(x)b``), one per column (psycopg dumps binary arrays without quoting each
+# element, the server unnests them without parsing JSON); ``outputs``/``output``/``result`` are JSON texts (orjson), cast per row.
 # A run an operator CANCELLED (the admin) keeps that status: the worker's later RUNNING or SUCCEEDED row
 # for it is not written over it. ``result`` (a Django task's outcome, automate.aio.tasks) is kept in the
 # job's payload as ``payload.result``.
@@ -203,13 +203,13 @@ WITH finished AS (
     SET status = f.status, last_error = f.error, finished_at = now(), lease_expires_at = NULL,
         payload = CASE WHEN f.result IS NULL THEN j.payload
                        ELSE jsonb_set(coalesce(j.payload, '{}'::jsonb), '{result}', f.result::jsonb) END
-    FROM unnest(%(fin_id)s::bigint[], %(fin_token)s::bigint[], %(fin_status)s::text[], %(fin_error)s::text[],
-                %(fin_result)s::text[]) AS f(id, token, status, error, result)
+    FROM unnest(%(fin_id)b::bigint[], %(fin_token)b::bigint[], %(fin_status)b::text[], %(fin_error)b::text[],
+                %(fin_result)b::text[]) AS f(id, token, status, error, result)
     WHERE j.id = f.id AND j.claim_token = f.token AND j.status = 'CLAIMED'
     RETURNING j.id, j.claim_token
 ), held AS (
     SELECT j.id, j.claim_token FROM automate_outbox_job j
-    JOIN unnest(%(held_id)s::bigint[], %(held_token)s::bigint[]) AS f(id, token)
+    JOIN unnest(%(held_id)b::bigint[], %(held_token)b::bigint[]) AS f(id, token)
       ON j.id = f.id AND j.claim_token = f.token
     WHERE j.status = 'CLAIMED'
     ORDER BY j.id
@@ -221,9 +221,9 @@ WITH finished AS (
                                         created_at, started_at, finished_at)
     SELECT t.id, t.version_id, t.event_id::uuid, t.status, t.trace_id, t.outputs::jsonb, t.error, now(), t.started_at,
            t.finished_at
-    FROM unnest(%(run_id)s::uuid[], %(run_version)s::bigint[], %(run_event)s::text[], %(run_job)s::bigint[],
-                %(run_token)s::bigint[], %(run_status)s::text[], %(run_trace)s::text[], %(run_outputs)s::text[],
-                %(run_error)s::text[], %(run_started)s::timestamptz[], %(run_finished)s::timestamptz[])
+    FROM unnest(%(run_id)b::uuid[], %(run_version)b::bigint[], %(run_event)b::text[], %(run_job)b::bigint[],
+                %(run_token)b::bigint[], %(run_status)b::text[], %(run_trace)b::text[], %(run_outputs)b::text[],
+                %(run_error)b::text[], %(run_started)b::timestamptz[], %(run_finished)b::timestamptz[])
          AS t(id, version_id, event_id, job_id, token, status, trace_id, outputs, error, started_at, finished_at)
     WHERE (t.job_id, t.token) IN (SELECT id, claim_token FROM owned)
     ON CONFLICT (id) DO UPDATE
@@ -234,9 +234,9 @@ WITH finished AS (
 ), steps AS (
     INSERT INTO automate_step_run (run_id, step_id, attempt, status, started_at, finished_at, output, error)
     SELECT t.run_id, t.step_id, t.attempt, t.status, t.started_at, t.finished_at, t.output::jsonb, t.error
-    FROM unnest(%(step_run)s::uuid[], %(step_id)s::text[], %(step_attempt)s::int[], %(step_job)s::bigint[],
-                %(step_token)s::bigint[], %(step_status)s::text[], %(step_started)s::timestamptz[],
-                %(step_finished)s::timestamptz[], %(step_output)s::text[], %(step_error)s::text[])
+    FROM unnest(%(step_run)b::uuid[], %(step_id)b::text[], %(step_attempt)b::int[], %(step_job)b::bigint[],
+                %(step_token)b::bigint[], %(step_status)b::text[], %(step_started)b::timestamptz[],
+                %(step_finished)b::timestamptz[], %(step_output)b::text[], %(step_error)b::text[])
          AS t(run_id, step_id, attempt, job_id, token, status, started_at, finished_at, output, error)
     WHERE (t.job_id, t.token) IN (SELECT id, claim_token FROM owned)
     ON CONFLICT (run_id, step_id, attempt) DO UPDATE
