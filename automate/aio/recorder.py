@@ -52,6 +52,7 @@ class Recorder:
         defer: float = 0.25,
         on_lost: Callable[[set[JobKey]], None] | None = None,
         on_settling: Callable[[JobKey], None] | None = None,
+        on_settled: Callable[[list[tuple[JobKey, bool]]], None] | None = None,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -61,6 +62,12 @@ class Recorder:
         # Told when a job's outcome (finish or park) is handed over: its work is done and only the commit
         # is left, so the worker can claim the next job now instead of after the flush.
         self.on_settling = on_settling
+        # Detached mode (the worker): when set, finish() and park() do not make each job's task wait for
+        # its commit (a future and a task wake-up per job); every flush reports its jobs' outcomes here at
+        # once instead, as (key, still owned) pairs, and the futures they return are already resolved
+        # (True: handed over). Without it (WORKER_MODE "synchronous"), each future resolves on the commit.
+        self.on_settled = on_settled
+        self._handed: asyncio.Future[bool] | None = None
         self._batch = FlushBatch()
         self._held_runs: dict[uuid.UUID, tuple[RunRow, float]] = {}
         self._held_steps: dict[tuple[uuid.UUID, str, int], tuple[StepRow, float]] = {}
@@ -140,6 +147,12 @@ class Recorder:
         return self._waiter(key)
 
     def _waiter(self, key: JobKey) -> asyncio.Future[bool]:
+        if self.on_settled is not None:
+            self._dirty.set()
+            if self._handed is None or self._handed.get_loop() is not asyncio.get_running_loop():
+                self._handed = asyncio.get_running_loop().create_future()
+                self._handed.set_result(True)
+            return self._handed
         fut = self._waiters.get(key)
         if fut is None or fut.done():
             fut = self._waiters[key] = asyncio.get_running_loop().create_future()
@@ -229,10 +242,15 @@ class Recorder:
 
     def _settle(self, batch: FlushBatch, owned: set[JobKey]) -> None:
         lost = batch.job_keys() - owned
-        for key in list(batch.finished) + list(batch.parked):
-            fut = self._waiters.pop(key, None)
-            if fut is not None and not fut.done():
-                fut.set_result(key in owned)
+        ended = list(batch.finished) + list(batch.parked)
+        if self.on_settled is not None:
+            if ended:
+                self.on_settled([(key, key in owned) for key in ended])
+        else:
+            for key in ended:
+                fut = self._waiters.pop(key, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(key in owned)
         if lost and self.on_lost is not None:
             self.on_lost(lost)
 

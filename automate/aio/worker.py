@@ -65,7 +65,8 @@ class Worker:
         self.store: JobStore = store or PgStore(cfg.conninfo, pool_size=cfg.pool_size)
         self.stats = WorkerStats()
         self.recorder = Recorder(
-            self.store, cfg.worker_id, interval=cfg.flush_interval, on_lost=self._lost, on_settling=self._settling
+            self.store, cfg.worker_id, interval=cfg.flush_interval, on_lost=self._lost, on_settling=self._settling,
+            on_settled=self._settled_jobs,
         )
         self.workflows = WorkflowCache(self.store, max_age=max(cfg.poll_interval, 1.0))
         self.semaphore = metrics.semaphore(cfg.concurrency)
@@ -115,6 +116,18 @@ class Worker:
         if entry is not None and entry[0] == key[1] and key[0] not in self._settled:
             self._settled.add(key[0])
             self._slot_free.set()
+
+    def _settled_jobs(self, outcomes: list[tuple[JobKey, bool]]) -> None:
+        """A flush committed (or, for a lost claim, dropped) these jobs' outcomes: they leave the in-flight
+        set here, not in their tasks, which ended when they handed the outcome over."""
+        for (job_id, token), _owned in outcomes:
+            entry = self._inflight.get(job_id)
+            if entry is not None and entry[0] == token and job_id in self._settled:
+                del self._inflight[job_id]
+                self._settled.discard(job_id)
+        self._slot_free.set()
+        if self.cfg.drain:
+            self._wake.set()
 
     def _lost(self, keys: set[JobKey]) -> None:
         for job_id, token in keys:
@@ -288,9 +301,9 @@ class Worker:
                 self.recorder.park(job.key, 1.0, f"worker error: {type(exc).__name__}", counted=True)
         finally:
             entry = self._inflight.get(job.id)
-            if entry is not None and entry[0] == job.token:
+            # A job whose outcome was handed over stays in flight (leased) until its flush settles it.
+            if entry is not None and entry[0] == job.token and job.id not in self._settled:
                 del self._inflight[job.id]
-                self._settled.discard(job.id)
             self._slot_free.set()
             if self.cfg.drain:
                 self._wake.set()
