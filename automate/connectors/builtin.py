@@ -100,6 +100,50 @@ def _thread_slots() -> asyncio.Semaphore:
     return slots
 
 
+class _Returns:
+    """The calls that returned in their threads, handed back to one loop in batches: the first return
+    wakes the loop (``call_soon_threadsafe``, a write to its self-pipe), and every call that returns before
+    the loop runs the batch joins it without waking it again. One wake-up per call was most of the cost of
+    a short sync step or task."""
+
+    __slots__ = ("items", "lock", "loop", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: list[tuple[_Call, Any, BaseException | None]] = []
+        self.lock = threading.Lock()
+        self.scheduled = False
+
+    def put(self, call: _Call, result: Any, error: BaseException | None) -> None:  # in a thread
+        with self.lock:
+            self.items.append((call, result, error))
+            if self.scheduled:
+                return
+            self.scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._run)
+        except RuntimeError:  # a closed loop: nobody waits for these results, the slots died with it
+            with self.lock:
+                self.scheduled = False
+
+    def _run(self) -> None:  # on the loop
+        with self.lock:
+            items, self.items = self.items, []
+            self.scheduled = False
+        for call, result, error in items:
+            call._settle(result, error)
+
+
+_returns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Returns] = weakref.WeakKeyDictionary()
+
+
+def _returns_of(loop: asyncio.AbstractEventLoop) -> _Returns:
+    returns = _returns.get(loop)
+    if returns is None:
+        returns = _returns[loop] = _Returns(loop)
+    return returns
+
+
 def stuck_threads() -> int:
     """How many abandoned threads (their step timed out or was cancelled) are still running a callable."""
     with _stuck_lock:
@@ -109,7 +153,7 @@ def stuck_threads() -> int:
 class _Call:
     """One sync call in its thread; hands its outcome and its slot back to the loop when it returns."""
 
-    __slots__ = ("abandoned", "done", "fn", "label", "lock", "loop", "returned", "slots")
+    __slots__ = ("abandoned", "done", "fn", "label", "lock", "loop", "returned", "returns", "slots")
 
     def __init__(
         self, fn: Callable[[], Any], label: str, loop: asyncio.AbstractEventLoop, slots: asyncio.Semaphore
@@ -117,6 +161,7 @@ class _Call:
         self.fn = fn
         self.label = label
         self.loop = loop
+        self.returns = _returns_of(loop)
         self.slots = slots
         self.done: asyncio.Future[Any] = loop.create_future()
         self.abandoned = False  # the awaiting task gave up on it (under lock, with returned)
@@ -136,9 +181,7 @@ class _Call:
                 with _stuck_lock:
                     _stuck.pop(id(self), None)
                 log.info("automate.step.thread_returned: %s", self.label, extra={"callable": self.label})
-        # A closed loop (RuntimeError): nobody waits for this result, and the slot died with the loop.
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self._settle, result, error)
+        self.returns.put(self, result, error)
 
     def _settle(self, result: Any, error: BaseException | None) -> None:  # on the loop
         self.slots.release()
