@@ -192,8 +192,9 @@ SELECT EXISTS (SELECT 1 FROM automate_outbox_job WHERE status IN ('PENDING', 'CL
 # record), and only the jobs that go on (still running, or parked after this statement) are locked
 # FOR UPDATE. ``owned`` is both; runs and steps are written only for claims in it. An UPDATE or lock
 # that waits on a concurrent change (the reaper) re-reads the row, so a lost claim is never in ``owned``.
-# Rows arrive as binary arrays (``%(x)b``), one per column (psycopg dumps binary arrays without quoting each
-# element, the server unnests them without parsing JSON); ``outputs``/``output``/``result`` are JSON texts (orjson), cast per row.
+# Rows arrive as binary arrays (``%(x)b``), one per column (psycopg dumps binary arrays without quoting
+# each element, the server unnests them without parsing JSON); ``outputs``/``output``/``result`` are JSON
+# texts (orjson), cast per row.
 # A run an operator CANCELLED (the admin) keeps that status: the worker's later RUNNING or SUCCEEDED row
 # for it is not written over it. ``result`` (a Django task's outcome, automate.aio.tasks) is kept in the
 # job's payload as ``payload.result``.

@@ -183,9 +183,11 @@ def _main(args: argparse.Namespace) -> int:
         f"enabled={cfg.enabled} drain={cfg.drain} loop={args.loop}",
         extra={"event_action": "automate.worker.started", "worker_id": cfg.worker_id},
     )
-    stats = runner(Worker(cfg).run(install_signals=True))
+    worker = Worker(cfg)
+    stats = runner(worker.run(install_signals=True))
     log.info(
-        f"automate-aio-worker {cfg.worker_id} stopped: claimed={stats.claimed} lost={stats.lost}",
+        f"automate-aio-worker {cfg.worker_id} stopped: claimed={stats.claimed} lost={stats.lost} "
+        f"claims={stats.claims} flushes={worker.recorder.flushes}",
         extra={"event_action": "automate.worker.stopped", "worker_id": cfg.worker_id},
     )
     return 0

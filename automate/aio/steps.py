@@ -27,6 +27,7 @@ from automate.core.templating import referenced_secrets, render
 
 from . import metrics, tracing
 from .config import WorkerConfig
+from .deadlines import deadline
 from .matcher import VersionEntry
 from .outcomes import check_output, error_text
 from .recorder import Recorder
@@ -244,7 +245,7 @@ class StepRunner:
         config = render(step.config, ctx, step_id=step.id, resolve_secret=secrets.get)
         step_ctx = StepContext(ctx["run"]["id"], step.id, attempt, run.version.slug, ctx["event"], audit, ctx)
         if not self.traced:
-            async with asyncio.timeout(limit_s):
+            with deadline(limit_s):
                 output = await connector.run(config, step_ctx)
             check_output(output, settings.EXECUTION.max_output_bytes)
             return output
@@ -255,7 +256,7 @@ class StepRunner:
             set_status_on_exception=False,
         ) as span:
             try:
-                async with asyncio.timeout(limit_s):
+                with deadline(limit_s):
                     output = await connector.run(config, step_ctx)
                 check_output(output, settings.EXECUTION.max_output_bytes)
             except Wait:

@@ -28,6 +28,7 @@ from automate.connectors.builtin import run_sync_bounded, run_sync_in_process
 from automate.core.errors import AutomateError
 from automate.core.jsonsafe import JSONValueError, check_json
 
+from .deadlines import deadline
 from .outcomes import error_text, storable_text
 from .store import ClaimedJob
 
@@ -85,7 +86,7 @@ async def _call(job: ClaimedJob, payload: dict[str, Any], path: str, limit_s: fl
     kwargs = dict(payload.get("kwargs") or {})
     if task.takes_context:
         args.insert(0, _context(task, job, payload, worker_id))
-    async with asyncio.timeout(limit_s):
+    with deadline(limit_s):
         if asyncio.iscoroutinefunction(task.func):
             return await task.func(*args, **kwargs)
         if get_settings().WORKER_MODE == "process" and not task.takes_context:
