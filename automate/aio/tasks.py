@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import traceback
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
 from automate.conf import get_settings
@@ -40,6 +40,15 @@ __all__ = ["MAX_TRACEBACK_CHARS", "run_task"]
 MAX_TRACEBACK_CHARS = 20_000
 
 
+@lru_cache(maxsize=1024)
+def _load_task(path: str) -> Any:
+    """``automate.tasks.load_task``, once per path (a failure raises and is not cached): import_string per
+    task was a measurable part of a no-op task."""
+    from automate.tasks import load_task
+
+    return load_task(path)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -49,15 +58,16 @@ async def run_task(executor: Executor, job: ClaimedJob) -> bool:
     payload = job.payload or {}
     worker_id = executor.cfg.worker_id
     redactor = executor.base_redactor
-    started = _now()
+    started = ""
     path = str(payload.get("func") or "")
     try:
         async with executor.semaphore:
             started = _now()
             value = await _call(job, payload, path, executor.cfg.step_timeout, worker_id)
-        from automate.tasks.compat import normalize_json
+        if value is not None:
+            from automate.tasks.compat import normalize_json
 
-        value = normalize_json(value)
+            value = normalize_json(value)
         check_json(value, path="return_value", max_depth=100)
     except asyncio.CancelledError:
         raise
@@ -68,7 +78,7 @@ async def run_task(executor: Executor, job: ClaimedJob) -> bool:
             exc = TimeoutError(f"task {path} timed out after {executor.cfg.step_timeout:g}s")
         text = storable_text(redactor.redact_str("".join(traceback.format_exception(exc))))[-MAX_TRACEBACK_CHARS:]
         result: dict[str, Any] = {
-            "status": "FAILED", "return_value": None, "started_at": started, "worker_ids": [worker_id],
+            "status": "FAILED", "return_value": None, "started_at": started or _now(), "worker_ids": [worker_id],
             "errors": [{"exception_class_path": f"{type(exc).__module__}.{type(exc).__qualname__}",
                         "traceback": text}],
         }
@@ -79,9 +89,7 @@ async def run_task(executor: Executor, job: ClaimedJob) -> bool:
 
 
 async def _call(job: ClaimedJob, payload: dict[str, Any], path: str, limit_s: float, worker_id: str) -> Any:
-    from automate.tasks import load_task
-
-    task = load_task(path)
+    task = _load_task(path)
     args = list(payload.get("args") or [])
     kwargs = dict(payload.get("kwargs") or {})
     if task.takes_context:
