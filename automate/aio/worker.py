@@ -255,8 +255,11 @@ class Worker:
             metrics.claimed(len(claimed))
             for job in claimed:
                 self._start(jobs, job)
-            if len(claimed) == limit:
-                continue  # there may be more waiting
+            if claimed:
+                # There may be more waiting: a claim returns fewer than asked for not only when the queue
+                # runs dry but also when other workers hold rows locked (SKIP LOCKED passes them), so only
+                # a claim that found nothing waits for a NOTIFY or the poll.
+                continue
             if self.cfg.drain and not self._inflight and not await self._has_work():
                 log.info("automate.worker.drained")
                 return
