@@ -91,9 +91,9 @@ class _Renderer:
         if shape is _LITERAL:
             return text
         if shape is _ERROR:
-            raise self.fail(parsed, loc)  # type: ignore[arg-type]  # the parse error's message
+            raise self.fail(parsed, loc)
         if shape is _ALONE:
-            return self.copy(self.lookup(parsed[0], loc), loc, len(loc))  # type: ignore[arg-type]
+            return self.copy(self.lookup(parsed[0], loc), loc, len(loc))
         out: list[str | SecretPart] = []
         for part in parsed:
             if isinstance(part, PathPart):
