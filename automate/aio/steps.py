@@ -23,7 +23,7 @@ from automate.core import rules
 from automate.core.backoff import compute_delay
 from automate.core.redaction import Redactor
 from automate.core.specs import StepSpec
-from automate.core.templating import referenced_secrets, render
+from automate.core.templating import copy_constant, is_constant, referenced_secrets, render
 
 from . import metrics, tracing
 from .config import WorkerConfig
@@ -107,6 +107,7 @@ class StepRunner:
         self.traced = traced
         self.started = 0
         self._secret_names: dict[tuple[int, str], frozenset[str]] = {}
+        self._constant: dict[tuple[int, str], bool] = {}
 
     async def run(self, run: RunState, step: StepSpec, ctx: dict[str, Any], secrets: RunSecrets) -> None:
         prior = run.prior.get(step.id)
@@ -242,7 +243,13 @@ class StepRunner:
         if names:
             for name in await secrets.load(names):  # first use in this run: audited by name only
                 audit("secret.used", f"secret:{name}", {"run_id": str(run.row.id), "step": step.id})
-        config = render(step.config, ctx, step_id=step.id, resolve_secret=secrets.get)
+        constant = self._constant.get(key)
+        if constant is None:  # once per version and step: a config without templates is copied, not rendered
+            constant = self._constant[key] = is_constant(step.config)
+        if constant:
+            config = copy_constant(step.config)
+        else:
+            config = render(step.config, ctx, step_id=step.id, resolve_secret=secrets.get)
         step_ctx = StepContext(ctx["run"]["id"], step.id, attempt, run.version.slug, ctx["event"], audit, ctx)
         if not self.traced:
             with deadline(limit_s):

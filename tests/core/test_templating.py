@@ -10,8 +10,10 @@ from automate.core.templating import (
     MAX_DEPTH,
     MAX_OUTPUT_SIZE,
     TemplateSyntaxError,
+    copy_constant,
     find_references,
     format_location,
+    is_constant,
     referenced_paths,
     referenced_secrets,
     render,
@@ -451,3 +453,41 @@ def test_property_config_strings_render_or_raise_template_error_only(text):
         assert isinstance(out["v"], str)
         if "{{" not in text:
             assert out["v"] == text
+
+
+# --- the constant-config fast path (automate.aio.steps copies such a config instead of rendering it) ---
+
+
+@given(json_values | hostile_text)
+def test_property_a_constant_config_copies_to_what_render_returns(value):
+    """Whatever is_constant accepts renders to exactly its copy, with any context and any resolver."""
+    if is_constant(value):
+        assert copy_constant(value) == render(value, CTX, resolve_secret=lambda name: "RESOLVED")
+        assert copy_constant(value) == value
+
+
+@given(template_free)
+def test_property_template_free_data_without_secret_tokens_is_constant(value):
+    if "$secret:" not in json.dumps(value):
+        assert is_constant(value)
+
+
+def test_what_is_not_constant():
+    assert not is_constant({"text": "hi {{ event.id }}"})
+    assert not is_constant({"token": "$secret:API_KEY"})
+    assert not is_constant({"v": {"$expr": {"var": "event.id"}}})
+    assert not is_constant("{{ unclosed")  # render raises: the copy must not hide that
+    assert not is_constant(("a", "tuple"))  # not parsed JSON: rendered as before
+    deep: object = "leaf"
+    for _ in range(MAX_DEPTH + 2):
+        deep = [deep]
+    assert not is_constant(deep)  # render refuses it (too deep): so must the fast path
+    assert not is_constant("x" * (MAX_OUTPUT_SIZE + 1))  # over render's size budget
+    assert is_constant({"url": "https://example.com", "n": [1, 2.5, None, True], "nested": {"a": "b"}})
+
+
+def test_copy_constant_shares_no_container():
+    config = {"kwargs": {"items": [1, 2]}}
+    copied = copy_constant(config)
+    copied["kwargs"]["items"].append(3)
+    assert config == {"kwargs": {"items": [1, 2]}}

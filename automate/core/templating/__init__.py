@@ -39,15 +39,17 @@ from automate.core.templating.parsing import (
     referenced_secrets,
 )
 from automate.core.templating.parsing import Loc as Loc  # a config location, for annotations
-from automate.core.templating.rendering import MAX_OUTPUT_SIZE, render
+from automate.core.templating.rendering import MAX_OUTPUT_SIZE, copy_constant, is_constant, render
 
 __all__ = [
     "MAX_DEPTH",
     "MAX_OUTPUT_SIZE",
     "Reference",
     "TemplateSyntaxError",
+    "copy_constant",
     "find_references",
     "format_location",
+    "is_constant",
     "referenced_paths",
     "referenced_secrets",
     "render",

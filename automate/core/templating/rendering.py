@@ -22,7 +22,7 @@ from automate.core.templating.parsing import (
     parse,
 )
 
-__all__ = ["MAX_OUTPUT_SIZE", "render"]
+__all__ = ["MAX_OUTPUT_SIZE", "copy_constant", "is_constant", "render"]
 
 MAX_OUTPUT_SIZE = 8 * 1024 * 1024
 
@@ -200,6 +200,39 @@ def _shape(text: str) -> tuple[Any, str]:
     if not any(isinstance(part, PathPart | SecretPart) for part in parsed):
         return parsed, _LITERAL
     return parsed, _MIXED
+
+
+def is_constant(value: Any) -> bool:
+    """Whether ``render`` would return a plain copy of ``value`` whatever the context: JSON data with no
+    ``{{ template }}``, ``$secret:`` token or ``$expr`` anywhere, within the depth and size ``render``
+    allows. Such a config can be copied (:func:`copy_constant`) instead of rendered on every run."""
+    budget = [MAX_OUTPUT_SIZE]
+
+    def walk(item: Any, depth: int) -> bool:
+        if depth > MAX_DEPTH:
+            return False
+        kind = type(item)
+        if kind is str:
+            budget[0] -= len(item)
+            return budget[0] >= 0 and _shape(item)[1] is _LITERAL
+        if kind is dict:
+            return EXPR not in item and all(type(k) is str and walk(v, depth + 1) for k, v in item.items())
+        if kind is list:
+            return all(walk(v, depth + 1) for v in item)
+        return item is None or kind is bool or kind is int or kind is float
+
+    return walk(value, 0)
+
+
+def copy_constant(value: Any) -> Any:
+    """A copy of a value :func:`is_constant` accepted, as ``render`` would return it (new dicts and lists,
+    so a connector that changes its config changes only its own copy)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: copy_constant(v) for k, v in value.items()}
+    if kind is list:
+        return [copy_constant(v) for v in value]
+    return value
 
 
 def _kind(value: Any) -> str:
