@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 import uuid
+import weakref
+import zlib
 from typing import Any
 
 import orjson
 import psycopg
 from asgiref.sync import sync_to_async
 from django.db import DEFAULT_DB_ALIAS, connections
+from psycopg import pq
 
 from . import queries, synchronous
 from .conf import get_settings
@@ -82,31 +85,126 @@ def _check_str(name: str, value: str | None, limit: int) -> None:
         raise InvalidEventError(f"{name} must be a non-empty string of at most {limit} characters")
 
 
+# EMIT_EVENT for libpq itself: its placeholders as $1..$8, in this order (see _execute_emit).
+_EMIT_PARAMS = ("id", "type", "payload", "source", "dedupe_key", "traceparent", "tracestate", "max_attempts")
+
+
+def _positional(sql: str, names: tuple[str, ...]) -> bytes:
+    for i, name in enumerate(names, 1):
+        sql = sql.replace(f"%({name})s", f"${i}")
+    if "%" in sql:
+        raise AssertionError("EMIT_EVENT has a placeholder or a % that _EMIT_PARAMS does not cover")
+    return sql.encode()
+
+
+_EMIT_SQL = _positional(queries.EMIT_EVENT, _EMIT_PARAMS)
+_EMIT_NAME = b"automate_emit_%x" % (zlib.crc32(_EMIT_SQL),)  # a new text is a new statement
+# The psycopg connections (Django's, one per thread) on which _EMIT_NAME is prepared.
+_prepared_on: weakref.WeakKeyDictionary[psycopg.Connection[Any], bool] = weakref.WeakKeyDictionary()
+
+
 def _execute_emit(
     raw: psycopg.Connection[Any], params: dict[str, Any], dedupe_key: str | None, prepared: bool
 ) -> tuple[Any, bool] | None:
     """Run EMIT_EVENT on Django's psycopg connection; ``(event id, inserted?)``.
 
     EMIT_EVENT is one statement, atomic on its own: in autocommit mode it needs no BEGIN/COMMIT round
-    trips, and inside the caller's transaction it joins it. It runs as a prepared statement on a
-    server-side binding cursor: through Django's defaults (client-side binding, ``prepare_threshold``
-    None) the server parsed and planned the CTE on every emit, which took longer than the insert itself
-    (benchmarks/bench_emit.py). Only this statement is prepared; Django's own queries are unaffected.
+    trips, and inside the caller's transaction it joins it. It runs as a prepared statement: through
+    Django's defaults (client-side binding, ``prepare_threshold`` None) the server parsed and planned
+    the CTE on every emit, which took longer than the insert itself (benchmarks/bench_emit.py).
+
+    The statement goes to libpq directly (``PQexecPrepared``, parameters as text, typed by the
+    statement): a psycopg cursor's execute cost more Python time than the rest of emit_event, and with
+    16 emitting processes on 2 cores that CPU was most of the gap to a raw psycopg INSERT. It is
+    prepared under its own name once per connection. libpq knows nothing of psycopg's state, so:
+
+    * psycopg starts a transaction with the first statement after Django turned autocommit off: when
+      the emit is that statement, it sends the BEGIN psycopg would (Django's isolation level included);
+    * psycopg deallocates every statement (DEALLOCATE ALL, after a rollback) once it has prepared one of
+      its own, which it does only with a ``prepare_threshold``: with one, and in the other unusual cases
+      (a pipeline, an encoding other than UTF8), the psycopg cursor runs the statement, and this code
+      never makes psycopg prepare anything when Django's connection has none. (A connection whose
+      ``prepare_threshold`` is set and later unset keeps psycopg's statements: a DEALLOCATE ALL then
+      fails the next emit inside a transaction with "prepared statement does not exist"; outside one
+      the statement is prepared again.)
     """
-    threshold = raw.prepare_threshold
-    if prepared and threshold is None:
-        raw.prepare_threshold = 0
-    try:
-        with psycopg.Cursor(raw) as cursor:
-            cursor.execute(queries.EMIT_EVENT, params)
-            row = cursor.fetchone()
-            if row is not None:
-                return row[0], True
-            cursor.execute(queries.EVENT_ID_BY_DEDUPE_KEY, {"dedupe_key": dedupe_key})
-            existing = cursor.fetchone()
-            return (existing[0], False) if existing is not None else None
-    finally:
-        raw.prepare_threshold = threshold
+    pgconn = raw.pgconn
+    if raw.prepare_threshold is not None:
+        return _execute_emit_psycopg(raw, params, dedupe_key, prepare=prepared)
+    if pgconn.pipeline_status or pgconn.parameter_status(b"client_encoding") != b"UTF8":
+        return _execute_emit_psycopg(raw, params, dedupe_key, prepare=False)
+    values = [
+        str(params["id"]).encode(),
+        params["type"].encode(),
+        params["payload"].encode(),
+        params["source"].encode(),
+        None if dedupe_key is None else dedupe_key.encode(),
+        params["traceparent"].encode(),
+        params["tracestate"].encode(),
+        b"%d" % params["max_attempts"],
+    ]
+    with raw.lock:
+        outside = pgconn.transaction_status == pq.TransactionStatus.IDLE
+        if outside and not raw.autocommit:
+            _check(pgconn.exec_(_begin_command(raw)))
+            outside = False
+        if not prepared:
+            result = pgconn.exec_params(_EMIT_SQL, values)
+        else:
+            if raw not in _prepared_on:
+                _check(pgconn.prepare(_EMIT_NAME, _EMIT_SQL))
+                _prepared_on[raw] = True
+            result = pgconn.exec_prepared(_EMIT_NAME, values)
+            if result.error_field(pq.DiagnosticField.SQLSTATE) == b"26000":
+                # Someone ran DEALLOCATE ALL or DISCARD ALL on this session. Outside a transaction
+                # nothing was aborted: prepare again and retry; inside one the caller's transaction
+                # has failed, as it would for any error.
+                _prepared_on.pop(raw, None)
+                if outside:
+                    _check(pgconn.prepare(_EMIT_NAME, _EMIT_SQL))
+                    _prepared_on[raw] = True
+                    result = pgconn.exec_prepared(_EMIT_NAME, values)
+    _check(result)
+    if result.ntuples:
+        value = result.get_value(0, 0)
+        assert value is not None  # event_id of the job just inserted
+        return value.decode(), True
+    with psycopg.Cursor(raw) as cursor:  # the key was taken: the first event's id (rare)
+        cursor.execute(queries.EVENT_ID_BY_DEDUPE_KEY, {"dedupe_key": dedupe_key}, prepare=False)
+        existing = cursor.fetchone()
+    return (existing[0], False) if existing is not None else None
+
+
+def _begin_command(raw: psycopg.Connection[Any]) -> bytes:
+    """The BEGIN psycopg sends to start a transaction (its own builder is private)."""
+    parts = [b"BEGIN"]
+    if raw.isolation_level is not None:
+        level = psycopg.IsolationLevel(raw.isolation_level).name.replace("_", " ")
+        parts += [b"ISOLATION LEVEL", level.encode()]
+    if raw.read_only is not None:
+        parts.append(b"READ ONLY" if raw.read_only else b"READ WRITE")
+    if raw.deferrable is not None:
+        parts.append(b"DEFERRABLE" if raw.deferrable else b"NOT DEFERRABLE")
+    return b" ".join(parts)
+
+
+def _check(result: pq.abc.PGresult) -> None:
+    if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+        raise psycopg.errors.error_from_result(result, encoding="utf-8")
+
+
+def _execute_emit_psycopg(
+    raw: psycopg.Connection[Any], params: dict[str, Any], dedupe_key: str | None, prepare: bool
+) -> tuple[Any, bool] | None:
+    """EMIT_EVENT through a psycopg cursor (prepared by psycopg's own cache when ``prepare``)."""
+    with psycopg.Cursor(raw) as cursor:
+        cursor.execute(queries.EMIT_EVENT, params, prepare=prepare)
+        row = cursor.fetchone()
+        if row is not None:
+            return row[0], True
+        cursor.execute(queries.EVENT_ID_BY_DEDUPE_KEY, {"dedupe_key": dedupe_key}, prepare=False)
+        existing = cursor.fetchone()
+        return (existing[0], False) if existing is not None else None
 
 
 def emit_event(

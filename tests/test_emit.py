@@ -198,3 +198,97 @@ async def test_aemit_event_from_async_code(tracer, async_db_cleanup):
     ev = await Event.objects.aget(pk=event_id)
     assert ev.payload == {"async": True}
     assert trace_hex in ev.traceparent
+
+
+# -- the statement on Django's connection (libpq's PQexecPrepared, psycopg's cursor where it must) --------
+
+
+def _emit_statements() -> list[str]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM pg_prepared_statements WHERE statement LIKE '%%INSERT INTO automate_event%%'")
+        return [name for (name,) in cursor.fetchall()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_emit_in_autocommit_runs_its_own_prepared_statement():
+    emit_event("order.created", {"i": 1})
+    emit_event("order.created", {"i": 2})
+    assert [name.startswith("automate_emit_") for name in _emit_statements()] == [True]
+    assert Event.objects.count() == 2 and OutboxJob.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("query_first", [False, True], ids=["emit-begins-the-transaction", "after-a-query"])
+def test_emit_joins_the_callers_transaction_and_rolls_back_with_it(query_first):
+    """psycopg sends an atomic block's BEGIN with its first statement: an emit that is that statement
+    must not run on its own (autocommitted) before it; after another query the block is open already."""
+    from django.db import connection
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        if query_first:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        emit_event("order.created", {"i": 1})
+        emit_event("order.created", {"i": 2})
+        raise RuntimeError("the request failed")
+    assert not Event.objects.exists() and not OutboxJob.objects.exists()
+    with transaction.atomic():
+        emit_event("order.created", {"i": 3})
+    assert list(Event.objects.values_list("payload", flat=True)) == [{"i": 3}]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_emit_prepares_again_after_deallocate_all_in_autocommit():
+    from django.db import connection
+
+    emit_event("order.created", {"i": 1})
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    assert _emit_statements() == []
+    emit_event("order.created", {"i": 2})  # the statement is gone: prepared again, nothing aborted
+    assert len(_emit_statements()) == 1
+    assert Event.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_psycopg_preparing_statements_a_savepoint_rollback_does_not_break_the_next_emit():
+    """With a prepare_threshold on Django's connection psycopg runs DEALLOCATE ALL after a rollback (also
+    of a savepoint): the emit then goes through psycopg's cursor, whose statement cache knows it."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    connection.connection.prepare_threshold = 0
+    try:
+        with transaction.atomic():
+            emit_event("order.created", {"i": 1})
+            with pytest.raises(ValueError), transaction.atomic():
+                emit_event("order.created", {"i": 2})
+                raise ValueError
+            emit_event("order.created", {"i": 3})
+    finally:
+        connection.close()  # (psycopg keeps its statements: a fresh connection for the next tests)
+    assert sorted(e.payload["i"] for e in Event.objects.all()) == [1, 3]
+    assert OutboxJob.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_errors_reach_the_caller_as_djangos():
+    from django.db import DatabaseError, connection
+
+    with transaction.atomic():
+        with pytest.raises(DatabaseError), connection.cursor() as cursor:
+            cursor.execute("SELECT 1 / 0")
+        with pytest.raises(DatabaseError, match="current transaction is aborted"):
+            emit_event("order.created", {"i": 1})
+        transaction.set_rollback(True)
+    assert not Event.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dedupe_key_without_prepared_statements(settings):
+    settings.DJANGO_AUTOMATE = {"EVENTS": {"prepared_statements": False}}
+    first = emit_event("order.paid", {"n": 1}, dedupe_key="pay-1")
+    assert emit_event("order.paid", {"n": 2}, dedupe_key="pay-1") == first
+    assert Event.objects.count() == 1 and _emit_statements() == []

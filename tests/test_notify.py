@@ -88,13 +88,15 @@ def test_500_events_in_one_transaction_register_one_hook_and_send_once(listener)
 
 
 def test_commits_while_the_notifier_is_busy_are_coalesced_into_one_send(listener):
-    """50 separate transactions commit while the sender cannot run (it needs the notifier's lock, held
-    here): each raises the pending flag, and the sender covers all of them with a single NOTIFY. Were
-    requests queued one by one, this would send 50."""
+    """50 separate transactions commit while nobody can send (the notifier's lock and its connection's
+    are held here): each raises the pending flag, and the sender covers all of them with a single
+    NOTIFY. Were requests queued one by one, this would send 50."""
     notifier = _notifier()
 
     def fifty_commits_while_busy() -> None:
-        with notifier._cond:  # re-entrant: the emits' commit hooks take it too, the sender cannot
+        # _cond is re-entrant: the emits' commit hooks take it too, the sender cannot; with _io held the
+        # committing thread cannot write a NOTIFY itself either.
+        with notifier._cond, notifier._io:
             for i in range(50):
                 emit_event("order.created", {"i": i})  # autocommit: one transaction each
 
@@ -270,11 +272,11 @@ def test_a_forked_child_sends_its_own_wake_up_even_if_the_lock_was_held_at_the_f
     assert notify.wait_idle()
     drain_notifies(listener)
     notifier = _notifier()
-    sent_at_fork, lock_at_fork = notifier.sent, notifier._cond
+    sent_at_fork, lock_at_fork, io_at_fork = notifier.sent, notifier._cond, notifier._io
     held, release = threading.Event(), threading.Event()
 
     def hold_the_lock() -> None:
-        with lock_at_fork:
+        with lock_at_fork, io_at_fork:  # (with the connection's lock held it cannot send at once)
             notifier.request()  # a commit waiting for the parent's sender
             held.set()
             release.wait(30)
@@ -286,8 +288,9 @@ def test_a_forked_child_sends_its_own_wake_up_even_if_the_lock_was_held_at_the_f
     if pid == 0:  # the child: no Django connection used, only the notifier
         ok = False
         try:
-            ok = notifier._cond is not lock_at_fork and not notifier._pending  # reset at the fork
-            notifier.request()  # on the copied lock, whose owner is gone, this would block forever
+            ok = notifier._cond is not lock_at_fork and notifier._io is not io_at_fork  # reset at the fork
+            ok = ok and not notifier._pending and notifier._conn is None  # the parent's are not the child's
+            notifier.request()  # on the copied locks, whose owner is gone, this would block forever
             ok = notify.flush() and notifier.sent == sent_at_fork + 1 and ok
         finally:
             os._exit(0 if ok else 1)
@@ -303,3 +306,74 @@ def test_a_forked_child_sends_its_own_wake_up_even_if_the_lock_was_held_at_the_f
     assert os.waitstatus_to_exitcode(done[1]) == 0
     assert notify.wait_idle()  # the parent's own pending wake-up, sent by its thread
     assert len(drain_notifies(listener)) == 2  # one from the child, one from the parent
+
+
+def _warm_and_quiet() -> None:
+    """The notifier's connection open, its last send longer ago than the longest interval."""
+    import time
+
+    from automate import notify
+
+    emit_event("order.created", {"warm": True})
+    assert notify.wait_idle()
+    time.sleep(2 * notify.MAX_INTERVAL_SECONDS + 0.01)
+
+
+def test_after_a_quiet_spell_the_committing_thread_writes_the_notify_itself(listener):
+    """No hand-off to the sender thread (it cannot run here: its lock is held): the commit's own thread
+    writes the NOTIFY on the open notifier connection, without waiting for the answer."""
+    from automate import notify
+
+    notifier = _notifier()
+    _warm_and_quiet()
+    drain_notifies(listener)
+    sent = notifier.sent
+    with notifier._cond:
+        emit_event("order.created", {"id": 1})
+        notes = list(listener.notifies(timeout=5, stop_after=1))
+        assert notifier.sent == sent + 1 and not notifier._pending
+    assert [n.channel for n in notes] == ["automate_outbox"]
+    assert notes[0].pid != connection.connection.info.backend_pid
+    assert notify.wait_idle() and notifier._interval == notify.MIN_INTERVAL_SECONDS
+
+
+def test_a_steady_stream_of_commits_sends_once_per_growing_interval(listener):
+    """Commits back to back for 0.4 s: the interval doubles from 2 ms to its maximum, so a few sends
+    cover hundreds of commits (a fixed 2 ms sent one per commit or two), and the last one is covered."""
+    import time
+
+    from automate import notify
+
+    notifier = _notifier()
+    _warm_and_quiet()
+    drain_notifies(listener)
+    before, emits = notifier.sent, 0
+    end = time.monotonic() + 0.4
+    while time.monotonic() < end:
+        emit_event("order.created", {"i": emits})
+        emits += 1
+    assert notify.wait_idle()
+    sent = notifier.sent - before
+    assert notifier._interval == notify.MAX_INTERVAL_SECONDS
+    assert 1 <= sent <= 0.4 / notify.MAX_INTERVAL_SECONDS + 8, (sent, emits)
+    assert len(drain_notifies(listener)) == sent
+    # The last commit was covered by a send that started after it: a later commit alone sends again.
+    time.sleep(2 * notify.MAX_INTERVAL_SECONDS + 0.01)
+    assert _sent_after(lambda: emit_event("order.created", {"last": True})) == 1
+    assert notifier._interval == notify.MIN_INTERVAL_SECONDS  # a quiet spell starts it again
+
+
+def test_a_broken_notifier_connection_is_replaced_and_the_wake_up_still_sent(listener):
+    """The server ends the notifier's session: the next commit's NOTIFY goes out on a new connection."""
+    from tests.aio.procs import wait_until
+
+    _warm_and_quiet()
+    (pid,) = listener.execute(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'automate-notify'"
+    ).fetchone()
+    listener.execute("SELECT pg_terminate_backend(%s)", [pid])
+    wait_until(lambda: _notifier_connections(listener) == 0, 5, "the notifier's backend did not end")
+    drain_notifies(listener)
+    emit_event("order.created", {"after": "terminate"})
+    notes = list(listener.notifies(timeout=5, stop_after=1))
+    assert [n.channel for n in notes] == ["automate_outbox"] and notes[0].pid != pid
