@@ -2,28 +2,23 @@
 
     python benchmarks/bench_emit.py [--seconds 1.5] [--rounds 6] [--clients 1,16] [--diagnose] [--quick]
 
-Three ways to write one event (an ``automate_event`` row and its ``automate_outbox_job`` row, with the
-same CTE as ``automate.queries.EMIT_EVENT``), one event per transaction:
+One event is an ``automate_event`` row and its ``automate_outbox_job`` row (the CTE of
+``automate.queries.EMIT_EVENT``), one event per transaction. Modes (benchmarks/README.md has the table):
+``plain``, the baseline: the CTE from a raw psycopg connection with psycopg's defaults (server-side
+binding, prepared after five runs, as emit_event prepares its own) in autocommit, one round trip, no
+NOTIFY; ``naive_notify``: the CTE and a NOTIFY pipelined as one implicit transaction (one round trip);
+``automate``: ``emit_event()`` from sync Django in autocommit. ``--diagnose`` adds ``plain_unprepared``
+(client-side binding: the CTE parsed and planned every time; this benchmark's baseline before),
+``plain_one_row`` (the event row alone), ``plain_tx`` (BEGIN, CTE, COMMIT) and ``automate_no_notify``.
 
-* ``plain``: the baseline. A raw psycopg connection in autocommit runs the CTE: one statement, one
-  transaction, one round trip, no NOTIFY.
-* ``naive_notify``: the design automate avoids. The same CTE followed by ``NOTIFY automate_outbox`` in
-  the same transaction (sent as one simple query, so it is still one round trip: the only difference from
-  ``plain`` is the NOTIFY, which holds PostgreSQL's database-wide notify lock through the commit).
-* ``automate``: ``automate.runtime.emit_event()`` from sync Django (validation, JSON encoding, trace
-  context, ``transaction.atomic`` and the post-commit NOTIFY sent in its own tiny transaction).
-
-Each client is its own process (spawned before any database connection; 16 threads would measure the
-GIL, not the database). The processes are started once per client count and reused for every mode; all
-clients of a run start at the same instant and run for a fixed duration, counting completed
-transactions. The modes are interleaved over many short rounds (the order rotates each round) and the
-tables are truncated before every run, so drift on a shared machine hits every mode alike. A LISTEN
-connection on ``automate_outbox`` is attached and drained during all runs, as a worker would be.
-
-Reported: events/s per mode (median over rounds) and the ratios automate/plain and naive_notify/plain at
-each client count: the median of the ratios paired within each round. Targets: automate >= 60% of plain
-at 1 client, >= 80% at 16 clients. The one-row commit latency is measured before and after (it decides
-how much the NOTIFY lock held through the commit costs). Results go to ``benchmarks/results/emit.json``.
+Each client is its own spawned process (threads would measure the GIL), reused for every mode; all
+clients of a run start at the same instant, right after a few warm-up events (so a run starts in the
+state of a process that has been emitting all along), and count completed transactions for a fixed
+time. Every other mode's run sits between two ``plain`` runs (plain, A, plain, B, plain; the order of
+the others rotates each round) and its ratio is taken against their mean, so drift on a shared machine
+cancels out of each ratio; the headline is the median over rounds. Tables are truncated and checkpointed
+before every run; a LISTEN connection is attached and drained throughout, as a worker would be. Targets:
+automate >= 60% of plain at 1 client, >= 80% at 16. Results: ``benchmarks/results/emit.json``.
 """
 
 from __future__ import annotations
@@ -44,13 +39,21 @@ import _common as common
 import psycopg
 
 MODES = ("plain", "naive_notify", "automate")
-# --diagnose adds two modes that split automate's cost: the round trips of an explicit transaction, and
-# emit_event without its post-commit NOTIFY (EVENTS.notify = "off").
-DIAGNOSTIC_MODES = ("plain_tx", "automate_no_notify")
+# --diagnose adds modes that split automate's cost (see the module docstring).
+DIAGNOSTIC_MODES = ("plain_unprepared", "plain_one_row", "plain_tx", "automate_no_notify")
 TARGETS = {1: 0.60, 16: 0.80}  # automate / plain, from the issue
 EVENT_TYPE = "bench.order_created"
-WARMUP_OPS = 5
+# More than psycopg's prepare_threshold (5): the baseline's statement is prepared before the clock starts.
+WARMUP_OPS = 8
 START_MARGIN = 0.2  # seconds between sending a run to the clients and its common start instant
+# The warm-up runs this long before the start instant: sooner than the notifier's idle close (0.5 s), so
+# no run starts with a notifier that a steadily emitting process would not have closed.
+WARMUP_LEAD = 0.1
+# plain_one_row: the event row alone, the statement EMIT_EVENT starts with.
+EVENT_ONLY = """
+INSERT INTO automate_event (id, type, payload, source, dedupe_key, traceparent, tracestate, created_at)
+VALUES (%(id)s, %(type)s, %(payload)s::jsonb, %(source)s, %(dedupe_key)s, %(traceparent)s, %(tracestate)s, now())
+"""
 
 
 # --- the client processes ------------------------------------------------------------------------
@@ -73,11 +76,11 @@ def _client_main(pipe: Connection, db_url: str) -> None:
         from automate.runtime import emit_event
 
         max_attempts = get_settings().EXECUTION.max_retries + 1
-        raw = psycopg.connect(db_url, autocommit=True, cursor_factory=psycopg.ClientCursor)
+        # psycopg's defaults: server-side binding, statements prepared after their fifth run.
+        raw = psycopg.connect(db_url, autocommit=True)
         cur = raw.cursor()
-        plain_sql = queries.EMIT_EVENT
-        # One simple-protocol query holding two statements runs as one implicit transaction.
-        naive_sql = queries.EMIT_EVENT.rstrip() + ";\n" + queries.NOTIFY_OUTBOX
+        client_cur = psycopg.ClientCursor(raw)  # client-side binding: never prepared (Django's default)
+        emit_sql = queries.EMIT_EVENT
         seq = 0
 
         def payload() -> dict[str, Any]:
@@ -99,20 +102,29 @@ def _client_main(pipe: Connection, db_url: str) -> None:
             }
 
         def plain() -> None:
-            cur.execute(plain_sql, raw_params())
+            cur.execute(emit_sql, raw_params())
+
+        def plain_unprepared() -> None:
+            client_cur.execute(emit_sql, raw_params())
+
+        def plain_one_row() -> None:
+            cur.execute(EVENT_ONLY, raw_params())
 
         def naive() -> None:
-            cur.execute(naive_sql, raw_params())
+            # Pipelined up to one Sync: the CTE and the NOTIFY run as one implicit transaction, one round trip.
+            with raw.pipeline():
+                cur.execute(emit_sql, raw_params())
+                cur.execute(queries.NOTIFY_OUTBOX)
 
         def plain_tx() -> None:
             with raw.transaction():  # BEGIN, the CTE, COMMIT: three round trips, as Django's atomic
-                cur.execute(plain_sql, raw_params())
+                cur.execute(emit_sql, raw_params())
 
         def automate() -> None:
             emit_event(EVENT_TYPE, payload())
 
-        ops = {"plain": plain, "naive_notify": naive, "automate": automate,
-               "plain_tx": plain_tx, "automate_no_notify": automate}
+        ops = {"plain": plain, "naive_notify": naive, "automate": automate, "plain_unprepared": plain_unprepared,
+               "plain_one_row": plain_one_row, "plain_tx": plain_tx, "automate_no_notify": automate}
         connection.ensure_connection()
         pipe.send(("ready", os.getpid()))
         while True:
@@ -123,11 +135,15 @@ def _client_main(pipe: Connection, db_url: str) -> None:
             op = ops[mode]
             quiet = override_settings(DJANGO_AUTOMATE={"EVENTS": {"notify": "off"}})
             with quiet if mode == "automate_no_notify" else contextlib.nullcontext():
+                delay = start_at - WARMUP_LEAD - time.time()
+                if delay > 0:
+                    time.sleep(delay)
                 for _ in range(WARMUP_OPS):
                     op()
                 delay = start_at - time.time()
                 if delay > 0:
                     time.sleep(delay)
+                began = max(start_at, time.time())  # (a client whose warm-up overran starts late)
                 count = 0
                 while True:
                     op()
@@ -135,7 +151,7 @@ def _client_main(pipe: Connection, db_url: str) -> None:
                     now = time.time()
                     if now >= end_at:
                         break
-            pipe.send(("done", count, now - start_at))
+            pipe.send(("done", count, now - began))
         raw.close()
         connection.close()
     except BaseException:
@@ -251,7 +267,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None, help="rounds of every mode, interleaved (default 6)")
     parser.add_argument("--clients", default="1,16", help="comma-separated client counts (default 1,16)")
     parser.add_argument("--diagnose", action="store_true",
-                        help="also run plain_tx (BEGIN/INSERT/COMMIT) and automate_no_notify (EVENTS.notify=off)")
+                        help="also run " + ", ".join(DIAGNOSTIC_MODES) + " (see the module docstring)")
     parser.add_argument("--no-listener", action="store_true",
                         help="do not keep a LISTEN connection attached (only to diagnose the listener's cost)")
     parser.add_argument("--quick", action="store_true", help="a fast sanity run (default --seconds 1 --rounds 1)")
@@ -265,6 +281,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.client_counts or min(args.client_counts) < 1:
         parser.error("--clients needs positive integers, e.g. 1,16")
     return args
+
+
+def round_schedule(modes: tuple[str, ...], rnd: int) -> list[str]:
+    """One round: every mode but plain, in an order rotated by the round, each between two plain runs."""
+    others = [m for m in modes if m != "plain"]
+    shift = rnd % len(others) if others else 0
+    schedule = ["plain"]
+    for mode in others[shift:] + others[:shift]:
+        schedule += [mode, "plain"]
+    return schedule
+
+
+def paired_ratio(runs: list[dict[str, Any]], i: int) -> float | None:
+    """runs[i] against the mean of the plain runs just before and after it (same clients and round)."""
+    plain = [runs[j]["events_per_s"] for j in (i - 1, i + 1)
+             if 0 <= j < len(runs) and runs[j]["mode"] == "plain"
+             and runs[j]["clients"] == runs[i]["clients"] and runs[j]["round"] == runs[i]["round"]]
+    return common.ratio(runs[i]["events_per_s"], sum(plain) / len(plain)) if plain else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,20 +318,19 @@ def main(argv: list[str] | None = None) -> int:
                     pool = ClientPool(clients, db_url)
                     try:
                         for rnd in range(args.rounds):
-                            shift = rnd % len(args.modes)
-                            for mode in args.modes[shift:] + args.modes[:shift]:
+                            for slot, mode in enumerate(round_schedule(args.modes, rnd)):
                                 reset_tables(db_url)
                                 notified = listener.count if listener else 0
                                 rate, events = pool.run(mode, args.seconds)
                                 rows = count_events(db_url)
                                 time.sleep(0.2)  # let the last notifications arrive before counting
                                 runs.append({
-                                    "clients": clients, "round": rnd, "mode": mode,
+                                    "clients": clients, "round": rnd, "slot": slot, "mode": mode,
                                     "events_per_s": round(rate, 1), "events": events,
                                     "rows_written": rows,
                                     "notifications": (listener.count - notified) if listener else None,
                                 })
-                                print(f"  clients={clients:<3} round={rnd} {mode:<13} {rate:9,.0f} events/s",
+                                print(f"  clients={clients:<3} round={rnd} {mode:<18} {rate:9,.0f} events/s",
                                       file=sys.stderr)
                     finally:
                         pool.close()
@@ -308,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             common.drop_database(admin_url, db_name)
 
+    others = [m for m in args.modes if m != "plain"]
     summary: dict[str, dict[str, float]] = {}
     for clients in args.client_counts:
         summary[str(clients)] = {
@@ -319,27 +353,22 @@ def main(argv: list[str] | None = None) -> int:
     for clients in args.client_counts:
         med = summary[str(clients)]
         paired = {
-            mode: [
-                round(common.ratio(
-                    next(r["events_per_s"] for r in runs
-                         if r["clients"] == clients and r["round"] == rnd and r["mode"] == mode),
-                    next(r["events_per_s"] for r in runs
-                         if r["clients"] == clients and r["round"] == rnd and r["mode"] == "plain"),
-                ) or 0.0, 3)
-                for rnd in range(args.rounds)
-            ]
-            for mode in args.modes
-            if mode != "plain"
+            mode: [round(paired_ratio(runs, i) or 0.0, 3) for i, r in enumerate(runs)
+                   if r["clients"] == clients and r["mode"] == mode]
+            for mode in others
         }
-        # The headline: the median of the ratios paired within each round (both modes ran seconds apart,
-        # under the same load), sturdier against drift than the ratio of the medians, also recorded.
-        ratios[str(clients)] = {
-            f"{mode}_vs_plain": round(common.median(paired[mode]), 3) for mode in args.modes if mode != "plain"
-        }
+        # The headline: the median over rounds of each run's ratio to the plain runs on either side of it
+        # (seconds apart, under the same load), sturdier against drift than the ratio of the medians.
+        ratios[str(clients)] = {f"{mode}_vs_plain": round(common.median(paired[mode]), 3) for mode in others}
         ratios[str(clients)]["ratio_of_medians"] = {
-            mode: round(common.ratio(med[mode], med["plain"]) or 0.0, 3) for mode in args.modes if mode != "plain"
+            mode: round(common.ratio(med[mode], med["plain"]) or 0.0, 3) for mode in others
         }
         ratios[str(clients)]["per_round"] = paired
+        ratios[str(clients)]["notifications_per_event"] = {
+            mode: round(common.median([r["notifications"] / r["events"] for r in runs
+                                       if r["clients"] == clients and r["mode"] == mode and r["events"]]), 3)
+            for mode in args.modes
+        } if listener else None
     targets = {
         str(c): {
             "automate_vs_plain_at_least": goal,
@@ -352,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "emit",
         "what": "events/s writing automate_event + automate_outbox_job, one event per transaction",
-        "baseline": "plain: the EMIT_EVENT CTE from a raw psycopg connection in autocommit, no NOTIFY",
+        "baseline": "plain: the EMIT_EVENT CTE from a raw psycopg connection in autocommit with psycopg's "
+                    "defaults (server-side binding, prepared after 5 runs), no NOTIFY",
         "config": {
             "seconds": args.seconds,
             "rounds": args.rounds,
@@ -360,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
             "modes": list(args.modes),
             "processes": "one spawned process per client",
             "listener": None if args.no_listener else "LISTEN automate_outbox",
+            "pairing": "every other mode's run between two plain runs, its ratio against their mean",
+            "warmup": f"{WARMUP_OPS} events per client, {WARMUP_LEAD}s before the start",
         },
         "server": server,
         "commit_latency": {"before": commit_before, "after": commit_after},
@@ -372,15 +404,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     path = common.write_results("emit", result)
 
-    others = [m for m in args.modes if m != "plain"]
     rows = []
     for clients in args.client_counts:
-        med = summary[str(clients)]
-        rat = ratios[str(clients)]
-        rows.append([clients, *(med[m] for m in args.modes), *(f"{rat[m + '_vs_plain']:.0%}" for m in others),
-                     f">= {TARGETS[clients]:.0%}" if clients in TARGETS else "-"])
+        med, rat = summary[str(clients)], ratios[str(clients)]
+        per_event = rat["notifications_per_event"] or {}
+        for mode in args.modes:
+            target = f">= {TARGETS[clients]:.0%}" if mode == "automate" and clients in TARGETS else ""
+            ratio = "(baseline)" if mode == "plain" else f"{rat[mode + '_vs_plain']:.0%}"
+            rows.append([clients, mode, med[mode], ratio, per_event.get(mode, "-"), target])
     common.print_table(
-        ["clients", *(f"{m} ev/s" for m in args.modes), *(f"{m}/plain" for m in others), "automate target"],
+        ["clients", "mode", "events/s", "/ plain", "NOTIFYs per event", "target"],
         rows,
         title=f"emit_event() vs plain INSERT transactions (median of {args.rounds} rounds x {args.seconds:g}s, "
               f"PostgreSQL {server['version']}, fsync={server['fsync']})",
@@ -390,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     for c, t in targets.items():
         print(f"target at {c} client(s): automate/plain {t['measured']:.0%} "
               f"(>= {t['automate_vs_plain_at_least']:.0%}): {'met' if t['met'] else 'NOT met'}")
-    print(f"results: {path.relative_to(common.REPO_ROOT)}  ({result['wall_seconds']}s)")
+    print(f"results: {common.shown(path)}  ({result['wall_seconds']}s)")
     return 0
 
 
