@@ -181,7 +181,7 @@ class InMemoryStore:
         for r in batch.runs.values():
             if (r.job_id, r.token) in owned:
                 existing = self.runs.get(r.id, {})
-                if existing.get("status") == "CANCELLED":  # as UPSERT_RUNS: an operator's cancel stays
+                if existing.get("status") == "CANCELLED":  # as RECORD_FLUSH: an operator's cancel stays
                     continue
                 self.runs[r.id] = {
                     "id": r.id, "version_id": r.version_id, "event_id": r.event_id, "status": r.status,
@@ -200,7 +200,7 @@ class InMemoryStore:
                 if status == "FAILED":
                     self._fail_open_runs(j, error)
                 j.status, j.last_error, j.lease_expires_at = status, error, None
-                if key in batch.results:  # as FINISH_JOBS: a task's result joins its payload
+                if key in batch.results:  # as RECORD_FLUSH: a task's result joins its payload
                     j.payload = {**(j.payload or {}), "result": batch.results[key]}
         for a in batch.audit:
             self.audit.append({"actor": a.actor, "action": a.action, "resource": a.resource, "details": a.details})

@@ -231,7 +231,7 @@ class Executor:
                 raise
             except RunCancelled:
                 log.info("automate.run.cancelled", extra={"run_id": str(row.id)})
-                return None  # the database says CANCELLED (UPSERT_RUNS keeps it); the job completes
+                return None  # the database says CANCELLED (RECORD_FLUSH keeps it); the job completes
             except StepFailed as exc:
                 if row.id in self.cancelled:
                     return None

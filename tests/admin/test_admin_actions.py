@@ -194,7 +194,7 @@ def test_requeue_runs_a_dead_letter_again_from_its_last_completed_step(admin_cli
 
 @pytest.mark.parametrize("kind", ["pg", "memory"])
 async def test_a_cancelled_run_is_never_overwritten_and_is_reported_to_the_worker(kind, pg_conninfo, async_db_cleanup):
-    """The two stores agree: UPSERT_RUNS keeps CANCELLED, cancelled_runs() names it for its job."""
+    """The two stores agree: RECORD_FLUSH keeps CANCELLED, cancelled_runs() names it for its job."""
     from asgiref.sync import sync_to_async
 
     if kind == "pg":
