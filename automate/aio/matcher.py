@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from automate.core import rules
 from automate.core.errors import AutomateError
 from automate.core.specs import StepsSpec, TriggerSpec, parse_steps, parse_trigger_spec
 
@@ -31,10 +30,7 @@ class VersionEntry:
     trigger: TriggerSpec | None
     steps: StepsSpec | None
     error: str = ""  # why the stored spec cannot run (it bypassed validation, e.g. raw SQL)
-    # The trigger's compiled type patterns and its rule, read once: every event asks each live version,
-    # and a pydantic private attribute costs a __getattr__ call per read.
-    type_match: Callable[[str], Any] | None = None
-    rule: Any = None
+    matches: Callable[[str, Any], bool] | None = None  # trigger.matcher(), built once per version
 
 
 def _parse(row: VersionRow) -> VersionEntry:
@@ -48,8 +44,7 @@ def _parse(row: VersionRow) -> VersionEntry:
         return VersionEntry(row.id, row.slug, row.version_num, None, steps, f"invalid trigger_spec: {exc}")
     if trigger is None:
         return VersionEntry(row.id, row.slug, row.version_num, None, steps)
-    return VersionEntry(row.id, row.slug, row.version_num, trigger, steps, "", trigger.type_pattern.match,
-                        trigger.rule)
+    return VersionEntry(row.id, row.slug, row.version_num, trigger, steps, "", trigger.matcher())
 
 
 class WorkflowCache:
@@ -108,10 +103,8 @@ class WorkflowCache:
         for entry in live:
             if entry.trigger is None or entry.steps is None:
                 continue
-            try:  # as TriggerSpec.matches: the type first (cheap), then the rule
-                if entry.type_match is not None and entry.type_match(event_type) is not None and (
-                    entry.rule is None or rules.evaluate(entry.rule, context)
-                ):
+            try:
+                if entry.matches is not None and entry.matches(event_type, context):
                     matched.append(entry)
             except Exception as exc:  # a rule that fails on this event does not match it (and says why)
                 log.warning(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
 from pydantic import (
@@ -209,20 +209,25 @@ class TriggerSpec(_Frozen):
         # each alternative ends in \Z, so re.match is a full match. Compiled once per spec.
         self._type_regex = re.compile("|".join(fnmatch.translate(pattern) for pattern in self.event))
 
-    @property
-    def type_pattern(self) -> re.Pattern[str]:
-        """The ``event`` patterns compiled as one regex (``match`` is a full, case-sensitive match)."""
-        return self._type_regex
-
     def matches_type(self, event_type: str) -> bool:
         """Whether ``event_type`` matches one of the ``event`` patterns (case-sensitive)."""
         return self._type_regex.match(event_type) is not None
 
     def matches(self, event_type: str, context: Any) -> bool:
         """Type first (cheap), then ``rule`` evaluated against ``context``."""
-        if not self.matches_type(event_type):
-            return False
-        return self.rule is None or rules.evaluate(self.rule, context)
+        return self.matcher()(event_type, context)
+
+    def matcher(self) -> Callable[[str, Any], bool]:
+        """``matches`` as a function over this spec's compiled parts, read once: the worker asks every
+        live version about every event, and a pydantic private attribute costs a ``__getattr__`` per read."""
+        type_match, rule = self._type_regex.match, self.rule
+
+        def matches(event_type: str, context: Any) -> bool:
+            if type_match(event_type) is None:
+                return False
+            return rule is None or rules.evaluate(rule, context)
+
+        return matches
 
 
 class StepsSpec(RootModel[tuple[StepSpec, ...]]):
